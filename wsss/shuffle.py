@@ -32,16 +32,21 @@ class JigsawPlan:
 
 
 def make_plan(height: int, width: int, grid: int, offset: tuple[int, int] = (0, 0),
-              permutation: torch.Tensor | list[int] | None = None) -> JigsawPlan:
+              permutation: torch.Tensor | list[int] | None = None,
+              patch: tuple[int, int] | None = None) -> JigsawPlan:
     """Plan a ``grid x grid`` shuffle of an ``height x width`` image.
 
     The image is padded (bottom/right) so that ``grid`` divides both sides, rolled by ``offset``
     (so the grid boundaries move), its ``grid**2`` patches are permuted (output patch ``d`` takes
     source patch ``permutation[d]``), and the result is cropped back to ``height x width``.
+    ``patch`` forces the patch size (e.g. a multiple of a network's stride); the canvas is then
+    ``grid * patch``, which must cover the image.
     """
     if grid < 1:
         raise ValueError(f"grid must be >= 1, got {grid}")
-    ph, pw = math.ceil(height / grid), math.ceil(width / grid)
+    ph, pw = (math.ceil(height / grid), math.ceil(width / grid)) if patch is None else patch
+    if ph * grid < height or pw * grid < width:
+        raise ValueError(f"a {grid}x{grid} grid of {ph}x{pw} patches does not cover {height}x{width}")
     hp, wp = ph * grid, pw * grid
     dy, dx = int(offset[0]) % hp, int(offset[1]) % wp
     if permutation is None:
@@ -94,17 +99,20 @@ def coverage(index: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 def random_plans(height: int, width: int, n: int, grids: tuple[int, ...], generator: torch.Generator,
-                 offsets: bool = True) -> torch.Tensor:
+                 offsets: bool = True, align: int = 1) -> torch.Tensor:
     """``(n, H*W)`` indices of ``n`` random shuffles: grid drawn from ``grids``, a uniform offset in
-    ``[0, patch)`` per axis when ``offsets``, a uniform random permutation."""
+    ``[0, patch)`` per axis when ``offsets``, a uniform random permutation. ``align > 1`` makes patch
+    sizes and offsets multiples of ``align`` (a feature stride)."""
     rows = []
     for _ in range(n):
         g = grids[int(torch.randint(len(grids), (1,), generator=generator))]
-        ph, pw = math.ceil(height / g), math.ceil(width / g)
+        ph = math.ceil(height / g / align) * align
+        pw = math.ceil(width / g / align) * align
         if offsets:
-            off = (int(torch.randint(ph, (1,), generator=generator)), int(torch.randint(pw, (1,), generator=generator)))
+            off = (int(torch.randint(ph // align, (1,), generator=generator)) * align,
+                   int(torch.randint(pw // align, (1,), generator=generator)) * align)
         else:
             off = (0, 0)
         perm = torch.randperm(g * g, generator=generator)
-        rows.append(make_plan(height, width, g, off, perm).index)
+        rows.append(make_plan(height, width, g, off, perm, patch=(ph, pw)).index)
     return torch.stack(rows)

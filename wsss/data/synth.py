@@ -1,0 +1,260 @@
+"""The built-in benchmark: ``wsss data synth``.
+
+Objects composited on real photos that ship with scikit-image, written in the PASCAL VOC layout
+(``JPEGImages/``, ``SegmentationClass/``, ``ImageSets/Segmentation/{train_aug,train,tune,val}.txt``,
+``classes.txt``) so that the demo exercises the real loaders.
+
+It reproduces the WSSS phenomenon under study. Every class has
+
+* a **body** (a large textured ellipse) whose appearance is shared by the classes of its *group*
+  (``group_size`` classes per group): weak, partly shared evidence, with only a faint class-specific
+  tint (``body_signal``);
+* a small **part** (a disc with a class-unique colour and stripe orientation at one end of the body,
+  ``part_frac`` of the object area): strong evidence.
+
+A classifier therefore finds each class from its part, and CAM covers the part and little of the
+body. Knobs: image side, images per split, classes, objects per image, part size and body signal
+(how discriminative the part is), class-correlated backgrounds (co-occurrence bias), occlusion.
+
+THE DEFAULTS ARE FROZEN: a test records the hash of the default dataset. Sweep the knobs, do not move
+the defaults.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import hashlib
+import math
+import os
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+CLASS_NAMES = ("beetle", "moth", "frog", "lizard", "crab", "snail", "fish", "bird")
+GROUP_COLOURS = ((0.08, 0.55, 0.55), (0.33, 0.5, 0.5), (0.58, 0.5, 0.5), (0.8, 0.5, 0.55))  # HSV per group
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Knobs of the benchmark (defaults frozen)."""
+
+    seed: int = 0
+    size: int = 96
+    images: int = 480  # train_aug; train = images // 3 of them, tune = images // 4 others, val = images // 3
+    num_classes: int = 6
+    group_size: int = 2
+    min_objects: int = 1
+    max_objects: int = 3
+    body_radius: tuple[float, float] = (0.22, 0.32)  # semi-major axis, fraction of the side
+    body_aspect: tuple[float, float] = (0.5, 0.75)  # minor / major
+    part_frac: float = 0.08  # part area / object area
+    body_signal: float = 0.04  # class-specific hue shift of the body inside its group (0 = fully shared)
+    background_bias: float = 0.0  # probability that the background comes from the first class's photo
+    occlusion: float = 0.5  # probability that an object may overlap earlier ones
+    void_border: int = 1  # width in px of the void (255) band around objects, as VOC
+    jpeg_quality: int = 95
+
+    def splits(self) -> dict[str, int]:
+        return {"train_aug": self.images, "val": self.images // 3}
+
+
+# ---- source photos shipped with scikit-image ------------------------------------------------------------
+_PHOTOS = ("coffee", "astronaut", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
+           "motorcycle_left")
+_TEXTURES = ("brick", "grass", "gravel")
+
+
+@lru_cache(maxsize=None)
+def _source(name: str) -> np.ndarray:
+    """A scikit-image sample as float RGB in [0, 1] (textures stay grayscale, tinted later)."""
+    from skimage import data
+
+    if name == "motorcycle_left":
+        img = data.stereo_motorcycle()[0]
+    else:
+        img = getattr(data, name)()
+    img = np.asarray(img, dtype=np.float32)
+    if img.max() > 1.5:
+        img = img / 255.0
+    if img.ndim == 3 and img.shape[2] == 4:
+        img = img[..., :3]
+    return img
+
+
+def _crop_resized(src: np.ndarray, size: int, rng: np.random.Generator, min_frac: float = 0.25) -> np.ndarray:
+    h, w = src.shape[:2]
+    side = int(min(h, w) * rng.uniform(min_frac, 0.6))
+    y0, x0 = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+    crop = src[y0 : y0 + side, x0 : x0 + side]
+    im = Image.fromarray((np.clip(crop, 0, 1) * 255).astype(np.uint8))
+    return np.asarray(im.resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0
+
+
+def _tint(gray: np.ndarray, rgb: tuple[float, float, float], strength: float = 0.8) -> np.ndarray:
+    g = gray if gray.ndim == 2 else gray.mean(-1)
+    g = (g - g.mean()) / (g.std() + 1e-6) * 0.18 + 0.5
+    base = np.asarray(rgb, dtype=np.float32)
+    return np.clip(g[..., None] * (strength * base + (1 - strength) * 0.5) * 1.6, 0, 1)
+
+
+def _hsv(h: float, s: float, v: float) -> tuple[float, float, float]:
+    return colorsys.hsv_to_rgb(h % 1.0, s, v)
+
+
+def _background(cfg: SynthConfig, rng: np.random.Generator, first_class: int) -> np.ndarray:
+    if cfg.background_bias > 0 and rng.random() < cfg.background_bias:
+        name = _PHOTOS[first_class % len(_PHOTOS)]
+    else:
+        name = (_PHOTOS + _TEXTURES)[rng.integers(len(_PHOTOS) + len(_TEXTURES))]
+    src = _source(name)
+    crop = _crop_resized(src, cfg.size, rng)
+    if crop.ndim == 2:
+        crop = _tint(crop, _hsv(rng.random(), 0.35, 0.8), strength=0.6)
+    # mute the photo a little so objects are visible but not trivially segmentable
+    return np.clip(0.75 * crop + 0.25 * crop.mean(), 0, 1)
+
+
+# ---- objects ----------------------------------------------------------------------------------------------
+def _body_texture(cfg: SynthConfig, cls: int, rng: np.random.Generator) -> np.ndarray:
+    group = cls // cfg.group_size
+    h, s, v = GROUP_COLOURS[group % len(GROUP_COLOURS)]
+    within = cls % cfg.group_size - (cfg.group_size - 1) / 2
+    rgb = _hsv(h + cfg.body_signal * within + rng.normal(0, 0.015), s, v)
+    tex = _crop_resized(_source(_TEXTURES[group % len(_TEXTURES)]), cfg.size, rng, min_frac=0.3)
+    return _tint(tex, rgb, strength=0.9)
+
+
+def _part_pattern(cfg: SynthConfig, cls: int, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    hue = (cls * 0.618034 + 0.11) % 1.0
+    angle = math.pi * cls / max(cfg.num_classes, 1)
+    stripes = np.sin((xx * math.cos(angle) + yy * math.sin(angle)) * 1.4) > 0
+    a = np.asarray(_hsv(hue, 0.95, 1.0), dtype=np.float32)
+    b = np.asarray(_hsv(hue + 0.5, 0.9, 0.25), dtype=np.float32)
+    return np.where(stripes[..., None], a, b)
+
+
+def _object(cfg: SynthConfig, cls: int, rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray):
+    """Return (rgb image of the object, boolean mask) for one object of class ``cls``."""
+    n = cfg.size
+    a = rng.uniform(*cfg.body_radius) * n
+    b = a * rng.uniform(*cfg.body_aspect)
+    r = math.sqrt(cfg.part_frac * a * b)  # the part: a disc with area part_frac of the object
+    margin = 0.35 * a
+    for _ in range(50):  # the part must lie fully inside the image
+        theta = rng.uniform(0, 2 * math.pi)
+        cy, cx = rng.uniform(margin, n - margin), rng.uniform(margin, n - margin)
+        c, s = math.cos(theta), math.sin(theta)
+        end = a - 0.3 * r  # at one end of the major axis
+        py, px = cy + end * s, cx + end * c
+        if r <= py <= n - 1 - r and r <= px <= n - 1 - r:
+            break
+    u = (xx - cx) * c + (yy - cy) * s
+    v = -(xx - cx) * s + (yy - cy) * c
+    body = (u / a) ** 2 + (v / b) ** 2 <= 1.0
+    part = (yy - py) ** 2 + (xx - px) ** 2 <= r * r
+    rgb = _body_texture(cfg, cls, rng)
+    shade = 1.0 - 0.25 * np.clip((u / a) ** 2 + (v / b) ** 2, 0, 1)  # a little volume
+    rgb = rgb * shade[..., None]
+    rgb = np.where(part[..., None], _part_pattern(cfg, cls, yy - py, xx - px), rgb)
+    return rgb, body | part
+
+
+def render(cfg: SynthConfig, split: str, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """One image (uint8 HxWx3) and its mask (uint8 HxW, 255 = void), deterministic in (cfg, split, index)."""
+    rng = np.random.default_rng([cfg.seed, 1 if split == "val" else 0, index])
+    n = cfg.size
+    yy, xx = np.mgrid[0:n, 0:n].astype(np.float32)
+    k = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
+    classes = rng.choice(cfg.num_classes, size=min(k, cfg.num_classes), replace=False)
+    img = _background(cfg, rng, int(classes[0]))
+    mask = np.zeros((n, n), np.uint8)
+    occupied = np.zeros((n, n), bool)
+    for cls in classes:
+        for _attempt in range(20):
+            rgb, m = _object(cfg, int(cls), rng, yy, xx)
+            overlap = (m & occupied).sum() / max(m.sum(), 1)
+            if overlap == 0 or (rng.random() < cfg.occlusion and overlap < 0.35):
+                break
+        img = np.where(m[..., None], rgb, img)
+        mask[m] = cls + 1
+        occupied |= m
+    for cls in np.unique(mask[mask > 0]):  # drop objects occluded to almost nothing
+        if (mask == cls).sum() < 20:
+            mask[mask == cls] = 0
+    if cfg.void_border > 0:
+        mask = _void_border(mask, cfg.void_border)
+    img = np.clip(img + rng.normal(0, 0.02, img.shape), 0, 1)
+    return (img * 255 + 0.5).astype(np.uint8), mask
+
+
+def _void_border(mask: np.ndarray, width: int) -> np.ndarray:
+    from scipy import ndimage
+
+    edges = np.zeros(mask.shape, bool)
+    for lab in np.unique(mask):
+        region = mask == lab
+        edges |= ndimage.binary_dilation(region, iterations=width) & ~region
+    out = mask.copy()
+    out[edges & (mask > 0)] = 255
+    out[edges & (mask == 0) & ndimage.binary_dilation(mask > 0, iterations=width)] = 255
+    return out
+
+
+def split_ids(cfg: SynthConfig) -> dict[str, list[str]]:
+    """VOC-style splits: train and tune are disjoint subsets of train_aug; val is separate."""
+    aug = [f"trainaug_{i:05d}" for i in range(cfg.images)]
+    n_train, n_tune = cfg.images // 3, cfg.images // 4
+    return {
+        "train_aug": aug,
+        "train": aug[:n_train],
+        "tune": aug[n_train : n_train + n_tune],
+        "val": [f"val_{i:05d}" for i in range(cfg.images // 3)],
+    }
+
+
+def write_benchmark(out: str | Path, cfg: SynthConfig | None = None, progress: bool = True) -> Path:
+    """Write the benchmark to ``out`` (VOC layout). Existing identical files are kept (resumable)."""
+    from tqdm import tqdm
+
+    from wsss.labelio import save_label_png
+
+    cfg = cfg or SynthConfig()
+    if cfg.num_classes > len(CLASS_NAMES):
+        raise ValueError(f"at most {len(CLASS_NAMES)} classes")
+    out = Path(out)
+    (out / "JPEGImages").mkdir(parents=True, exist_ok=True)
+    (out / "SegmentationClass").mkdir(parents=True, exist_ok=True)
+    (out / "ImageSets" / "Segmentation").mkdir(parents=True, exist_ok=True)
+    ids = split_ids(cfg)
+    todo = [("train_aug", i, name) for i, name in enumerate(ids["train_aug"])]
+    todo += [("val", i, name) for i, name in enumerate(ids["val"])]
+    for split, i, name in tqdm(todo, desc="synth", disable=not progress, leave=False):
+        jpg, png = out / "JPEGImages" / f"{name}.jpg", out / "SegmentationClass" / f"{name}.png"
+        if jpg.exists() and png.exists():
+            continue
+        img, mask = render(cfg, split, i)
+        tmp = jpg.with_suffix(".tmp.jpg")
+        Image.fromarray(img).save(tmp, quality=cfg.jpeg_quality)
+        os.replace(tmp, jpg)
+        save_label_png(png, mask)
+    for split, names in ids.items():
+        (out / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(names) + "\n")
+    (out / "classes.txt").write_text("\n".join(("background",) + CLASS_NAMES[: cfg.num_classes]) + "\n")
+    import json
+
+    (out / "synth.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
+    return out
+
+
+def dataset_hash(root: str | Path) -> str:
+    """sha256 over every image's pixels, mask and split file (independent of JPEG encoder metadata)."""
+    root = Path(root)
+    h = hashlib.sha256()
+    for txt in sorted((root / "ImageSets" / "Segmentation").glob("*.txt")):
+        h.update(txt.name.encode() + txt.read_bytes())
+    for png in sorted((root / "SegmentationClass").glob("*.png")):
+        h.update(png.name.encode() + np.asarray(Image.open(png)).tobytes())
+    return h.hexdigest()

@@ -1,0 +1,41 @@
+"""Map files of a run directory: ``RUN/maps/<method>/<id>.npz``.
+
+Keys: ``maps`` float16 ``(K', H, W)`` — each class map divided by its float32 ``scale`` (stored
+alongside, so small gradients never underflow) — and ``classes``, the present class ids (1..K), at the
+image's original size. Written atomically.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from wsss.errors import DataError
+
+
+def save_maps(path: str | Path, maps: np.ndarray, classes: np.ndarray) -> None:
+    """``maps`` float ``(K', H, W)`` raw non-negative; ``classes`` int ``(K',)`` class ids 1..K."""
+    path = Path(path)
+    maps = np.asarray(maps, dtype=np.float32)
+    scale = maps.reshape(maps.shape[0], -1).max(axis=1) if maps.size else np.zeros(0, np.float32)
+    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+    stored = (maps / scale[:, None, None]).astype(np.float16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez_compressed(tmp, maps=stored, scale=scale, classes=np.asarray(classes, dtype=np.int16))
+    os.replace(tmp, path)
+
+
+def load_maps(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(maps float32 (K', H, W), classes int (K',))``; DataError naming the file if unreadable."""
+    path = Path(path)
+    try:
+        with np.load(path) as f:
+            maps = f["maps"].astype(np.float32) * f["scale"].astype(np.float32)[:, None, None]
+            return maps, f["classes"].astype(np.int64)
+    except FileNotFoundError:
+        raise DataError(f"{path}: map file not found") from None
+    except (OSError, KeyError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable map file ({exc.__class__.__name__})") from None

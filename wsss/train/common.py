@@ -1,0 +1,71 @@
+"""Pieces the training loops share: the dataset wrapper, schedules, checkpoints."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from wsss.data.transforms import random_scale_crop, to_tensor
+from wsss.runtime import is_main
+
+
+class TrainSet(Dataset):
+    """Images (+ masks from ``mask_fn`` when given) with flip/scale/crop; randomness from (seed, epoch, index).
+
+    Items are ``(image (3, crop, crop) in [0,1], labels (K,), mask (crop, crop) long or -1 tensor)``.
+    """
+
+    def __init__(self, ds, crop: int, scale, flip: bool, seed: int = 0, mask_fn=None,
+                 resize_long: tuple[int, int] | None = None):
+        self.ds, self.crop, self.scale, self.flip, self.seed = ds, crop, scale, flip, seed
+        self.mask_fn, self.resize_long = mask_fn, resize_long
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.ds.ids)
+
+    def __getitem__(self, i: int):
+        image_id = self.ds.ids[i]
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 100_003 + i)
+        image = to_tensor(self.ds.image(image_id))
+        mask = None
+        if self.mask_fn is not None:
+            mask = torch.from_numpy(self.mask_fn(image_id).astype(np.int64))
+        if self.resize_long is not None:
+            lo, hi = self.resize_long
+            target = int(torch.randint(lo, hi + 1, (1,), generator=g))
+            s = target / max(image.shape[-2:])
+            size = (max(1, round(image.shape[1] * s)), max(1, round(image.shape[2] * s)))
+            image = torch.nn.functional.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+            if mask is not None:
+                mask = torch.nn.functional.interpolate(mask[None, None].float(), size=size, mode="nearest")[0, 0].long()
+        image, mask = random_scale_crop(image, mask, self.crop, self.scale, self.flip, g)
+        labels = torch.from_numpy(self.ds.labels(image_id))
+        return image, labels, (mask if mask is not None else torch.tensor(-1))
+
+
+def lr_factor(schedule: str, step: int, total: int) -> float:
+    """Multiplier of the base learning rate at ``step`` of ``total`` (cosine, or IRN's poly 0.9)."""
+    p = min(step / max(total, 1), 1.0)
+    if schedule == "poly":
+        return (1 - p) ** 0.9
+    return 0.5 * (1 + math.cos(math.pi * p))
+
+
+def save_checkpoint(path: Path, **payload) -> None:
+    """Atomic ``torch.save`` (temp file + rename), rank 0 only."""
+    if not is_main():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
