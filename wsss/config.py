@@ -80,6 +80,11 @@ class AMNConfig(_Model):
     scale: tuple[float, float] = (0.5, 1.5)
     eval_threshold: float = 0.25
     aspp_rates: tuple[int, ...] | None = None  # None: scaled to the feature size
+    normalization: Literal["max", "p99"] = "max"  # of the maps the labels come from (IRN: max)
+    flip: bool = True
+    freeze_bn: bool = True  # official: backbone batch-norm statistics frozen (IRN's FixedBatchNorm)
+    freeze_stem: bool = True  # official: the first conv + bn of the backbone are not trained
+    num_workers: int = 0
 
 
 class SegConfig(_Model):

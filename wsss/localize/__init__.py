@@ -24,6 +24,7 @@ from torch import nn
 
 from wsss.errors import ConfigError
 from wsss.localize.aggregate import CropSaliency, SmoothGrad
+from wsss.localize.amn import AMNLocalizer
 from wsss.localize.base import Localizer
 from wsss.localize.cam import CAM, GradCAM, GradCAMPlusPlus
 from wsss.localize.gradients import GradientLocalizer, Saliency
@@ -58,6 +59,7 @@ register("cropsal", CropSaliency)
 register("jigsaw", Jigsaw)
 register("jigsaw-cam", CamSeeded)
 register("shufflecam", ShuffleCAM)
+register("amn", AMNLocalizer)
 
 __all__ = ["CAM", "CamSeeded", "CropSaliency", "GradCAM", "GradCAMPlusPlus", "GradientLocalizer", "Jigsaw",
            "Localizer", "Saliency", "ShuffleCAM", "SmoothGrad", "available", "create", "register"]
