@@ -119,3 +119,30 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(maps.shape[-2:]) == tuple(size):
         return maps
     return nn.functional.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+
+
+class MultiScale(Localizer):
+    """Multi-scale + horizontal-flip inference around any localizer (IRN / AMN protocol on real data):
+    the image is resized by each scale (and flipped), maps are resized back and summed."""
+
+    def __init__(self, inner: Localizer, scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0), flip: bool = True):
+        super().__init__(inner.model, seed=inner.seed)
+        self.inner, self.scales, self.flip = inner, tuple(scales), bool(flip)
+        self.needs_grad = inner.needs_grad
+
+    def _attribute(self, images, labels, ids):
+        h, w = images.shape[-2:]
+        total = None
+        for s in self.scales:
+            size = (max(8, round(h * s)), max(8, round(w * s)))
+            x = images if size == (h, w) else nn.functional.interpolate(images, size=size, mode="bilinear",
+                                                                         align_corners=False)
+            for flipped in (False, True) if self.flip else (False,):
+                xi = x.flip(-1) if flipped else x
+                # the inner localizer sees a distinct id per view, so its randomness differs per view
+                view_ids = [f"{i}|{s}|{int(flipped)}" for i in ids]
+                maps = self.inner._attribute(xi, labels, view_ids).clamp_min(0)
+                maps = maps.flip(-1) if flipped else maps
+                maps = upsample(maps, (h, w))
+                total = maps if total is None else total + maps
+        return total

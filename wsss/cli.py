@@ -1,0 +1,329 @@
+"""The ``wsss`` command line: a thin typer shell over :mod:`wsss.pipeline`, one sub-command per stage.
+
+Errors a user can act on (:class:`wsss.WsssError`) print one line and exit 1; ``--debug`` shows the
+traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from wsss.errors import WsssError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Weakly-supervised semantic segmentation: image-level labels -> localization maps -> "
+                       "pseudo-masks -> segmenter. Start with `wsss demo --quick`.")
+data_app = typer.Typer(no_args_is_help=True, help="Datasets: the built-in benchmark and what the loader sees.")
+app.add_typer(data_app, name="data")
+
+_STATE = {"debug": False}
+
+RunOpt = typer.Option(..., "--run", help="Run directory (created by `wsss run --out`).")
+DeviceOpt = typer.Option(None, "--device", help="auto | cpu | cuda (default: the run's config, auto).")
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")):
+    _STATE["debug"] = debug
+
+
+def main() -> None:
+    """Console entry point."""
+    try:
+        app(standalone_mode=False)
+    except WsssError as exc:
+        if _STATE["debug"]:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except (typer.Exit, SystemExit) as exc:
+        code = getattr(exc, "exit_code", getattr(exc, "code", 0))
+        sys.exit(code)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if _STATE["debug"]:
+            raise
+        print(f"error: {exc.__class__.__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr)
+        sys.exit(1)
+
+
+def _run(path: Path, device: str | None = None):
+    from wsss.pipeline import Run
+
+    run = Run(path)
+    if device:
+        run.cfg = run.cfg.with_updates(device=device)
+    return run
+
+
+def _methods(value: str | None) -> list[str] | None:
+    return [m.strip() for m in value.split(",") if m.strip()] if value else None
+
+
+# ---- data ----------------------------------------------------------------------------------------------------
+@data_app.command("synth")
+def data_synth(
+    out: Path = typer.Option(..., "--out", help="Folder to write (VOC layout)."),
+    seed: int = typer.Option(0, help="Generator seed."),
+    size: int = typer.Option(None, help="Image side in pixels (default: frozen default)."),
+    images: int = typer.Option(None, help="train_aug images (train = 1/3, tune = 1/4 of them; val = 1/3)."),
+    classes: int = typer.Option(None, "--classes", help="Number of object classes."),
+    max_objects: int = typer.Option(None, help="Most objects per image."),
+    part_frac: float = typer.Option(None, help="Part area / object area (how small the discriminative part is)."),
+    body_signal: float = typer.Option(None, help="Class-specific body tint (0 = bodies fully shared in a group)."),
+    background_bias: float = typer.Option(None, help="Probability of a class-correlated background."),
+    occlusion: float = typer.Option(None, help="Probability that objects may overlap."),
+):
+    """Write the built-in benchmark. Example: `wsss data synth --out data/synth --seed 0`."""
+    from dataclasses import fields
+
+    from wsss.data.synth import SynthConfig, dataset_hash, write_benchmark
+
+    overrides = dict(seed=seed, size=size, images=images, num_classes=classes, max_objects=max_objects,
+                     part_frac=part_frac, body_signal=body_signal, background_bias=background_bias,
+                     occlusion=occlusion)
+    valid = {f.name for f in fields(SynthConfig)}
+    cfg = SynthConfig(**{k: v for k, v in overrides.items() if v is not None and k in valid})
+    t0 = time.time()
+    write_benchmark(out, cfg)
+    print(f"wrote {out} in {time.time() - t0:.1f} s (hash {dataset_hash(out)[:12]})")
+
+
+@data_app.command("info")
+def data_info(
+    root: Path = typer.Argument(..., help="Dataset folder."),
+    format: str = typer.Option("voc", "--format", help="voc | coco"),
+    split: str = typer.Option("train", "--split", help="Split to read."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """What the loader sees. Example: `wsss data info data/synth --split train`."""
+    from wsss.data.info import dataset_info, format_info
+    from wsss.data.voc import open_dataset
+
+    info = dataset_info(open_dataset(root, split, format=format), progress=not as_json)
+    if as_json:
+        print(json.dumps(info))
+    else:
+        from rich.console import Console
+
+        Console().print(format_info(info))
+
+
+# ---- pipeline --------------------------------------------------------------------------------------------------
+@app.command()
+def run(
+    data: Path = typer.Option(None, "--data", help="Dataset folder (VOC layout, or COCO with format: coco)."),
+    out: Path = typer.Option(..., "--out", help="Run directory to create."),
+    methods: str = typer.Option(None, "--methods", help="Comma-separated methods (default: the config's)."),
+    config: Path = typer.Option(None, "--config", help="YAML config (e.g. configs/voc12_resnet50.yaml)."),
+    quick: bool = typer.Option(False, "--quick", help="Less work everywhere: a first look."),
+    seed: int = typer.Option(None, help="Seed (data order, training, sampling)."),
+    device: str = typer.Option(None, "--device", help="auto | cpu | cuda"),
+    train_split: str = typer.Option(None, "--train-split"),
+    score_split: str = typer.Option(None, "--score-split"),
+    tune_split: str = typer.Option(None, "--tune-split"),
+    val_split: str = typer.Option(None, "--val-split"),
+    no_seg: bool = typer.Option(False, "--no-seg", help="Skip the segmentation stage."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing run directory."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an existing run directory."),
+):
+    """The whole pipeline. Example: `wsss run --data data/synth --out runs/r1 --methods cam,jigsaw`."""
+    from wsss.pipeline import Run, build_config, run_pipeline
+
+    cfg = build_config(data=str(data) if data else None, config=str(config) if config else None, quick=quick,
+                       seed=seed, device=device, train_split=train_split, score_split=score_split,
+                       tune_split=tune_split, val_split=val_split)
+    if no_seg:
+        cfg = cfg.with_updates(train_segmenter=False)
+    if methods:
+        cfg = cfg.with_updates(**{"maps.methods": _methods(methods)})
+    r = Run.create(out, cfg, force=force, resume=resume)
+    run_pipeline(r, _methods(methods))
+    _summary(r)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo_run"), "--out", help="Run directory (the data goes to OUT/data)."),
+    quick: bool = typer.Option(False, "--quick", help="Fewer images and epochs (about two minutes on 2 cores)."),
+    device: str = typer.Option("cpu", "--device", help="cpu (default) | auto | cuda"),
+    force: bool = typer.Option(False, "--force", help="Replace an existing run directory."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an existing run directory."),
+):
+    """`data synth` + `run` on the built-in benchmark. Example: `wsss demo --quick`."""
+    from wsss.pipeline import demo as _demo
+
+    _demo(out, quick=quick, device=device, force=force, resume=resume)
+
+
+@app.command("train-cls")
+def train_cls(
+    run_dir: Path = RunOpt,
+    data: Path = typer.Option(None, "--data", help="Dataset (only to create a new run directory)."),
+    jigsaw_aug: float = typer.Option(0.0, "--jigsaw-aug", help="Fraction of training images shuffled."),
+    name: str = typer.Option(None, "--name", help="Classifier name (default plain, or jigsaw-aug with --jigsaw-aug)."),
+    epochs: int = typer.Option(None, "--epochs"),
+    device: str = DeviceOpt,
+):
+    """Train the multi-label classifier. Example: `wsss train-cls --run runs/r1 --jigsaw-aug 0.5`."""
+    from wsss.pipeline import Run, build_config
+    from wsss.pipeline import train_cls as _train
+
+    if data is not None and not (run_dir / "config.yaml").exists():
+        Run.create(run_dir, build_config(data=str(data)))
+    r = _run(run_dir, device)
+    if epochs:
+        r.cfg = r.cfg.with_updates(**{"classifier.epochs": epochs})
+    name = name or ("jigsaw-aug" if jigsaw_aug > 0 else "plain")
+    _train(r, name=name, jigsaw_aug=jigsaw_aug)
+
+
+@app.command()
+def maps(
+    run_dir: Path = RunOpt,
+    method: str = typer.Option(..., "--method", help="Localization method (see `wsss methods`)."),
+    classifier: str = typer.Option("plain", "--classifier", help="Which trained classifier."),
+    split: str = typer.Option(None, "--split", help="Split (default: score + tune splits)."),
+    device: str = DeviceOpt,
+):
+    """Maps, streamed to RUN/maps/<method>/, resumable, sharded under torchrun.
+    Example: `torchrun --nproc-per-node 2 -m wsss maps --run runs/r1 --method jigsaw`."""
+    from wsss.pipeline import make_maps, maps_key
+
+    r = _run(run_dir, device)
+    res = make_maps(r, method, classifier, splits=(split,) if split else None)
+    spi = res["seconds_per_image"]
+    print(f"maps {maps_key(method, classifier)}: {res['images']} images"
+          + (f", {spi:.4f} s/image" if spi else ""))
+
+
+@app.command()
+def pseudo(
+    run_dir: Path = RunOpt,
+    method: str = typer.Option(..., "--method", help="Method key, e.g. cam or jigsaw@jigsaw-aug."),
+    crf: bool = typer.Option(False, "--crf", help="Refine masks with dense CRF (extra [crf])."),
+):
+    """Pseudo-masks + threshold sweep + scores into results.json. Example: `wsss pseudo --run runs/r1 --method cam`."""
+    from wsss.pipeline import pseudo as _pseudo
+
+    _pseudo(_run(run_dir), method, crf=crf)
+
+
+@app.command("train-amn")
+def train_amn(
+    run_dir: Path = RunOpt,
+    from_maps: str = typer.Option("cam", "--from-maps", help="Maps the AMN labels come from."),
+    device: str = DeviceOpt,
+):
+    """Train AMN on labels from a method's maps. Example: `wsss train-amn --run runs/r1 --from-maps cam`."""
+    from wsss.pipeline import train_amn as _train
+
+    _train(_run(run_dir, device), from_maps)
+
+
+@app.command("train-seg")
+def train_seg(
+    run_dir: Path = RunOpt,
+    masks: str = typer.Option(..., "--masks", help="Method whose pseudo-masks to train on, or gt."),
+    device: str = DeviceOpt,
+):
+    """Train the segmenter on pseudo-masks, score on val. Example: `wsss train-seg --run runs/r1 --masks cam`."""
+    from wsss.pipeline import train_seg as _train
+
+    _train(_run(run_dir, device), masks)
+
+
+@app.command()
+def predict(
+    images: list[Path] = typer.Argument(..., help="Image files or folders."),
+    run_dir: Path = RunOpt,
+    masks: str = typer.Option(None, "--masks", help="Which segmenter (default: the first trained)."),
+    out: Path = typer.Option(None, "--out", help="Output folder (default RUN/predictions)."),
+    multiscale: bool = typer.Option(False, "--multiscale", help="Scales 0.5, 1, 1.5 + flip."),
+    overlay: bool = typer.Option(False, "--overlay", help="Also write overlays."),
+    device: str = DeviceOpt,
+):
+    """Segment new images with a trained segmenter. Example: `wsss predict --run runs/r1 photo.jpg`."""
+    from wsss.errors import RunDirError
+    from wsss.runtime import resolve_device
+    from wsss.train.segmenter import predict_paths
+
+    seg_dir = run_dir / "segmenter"
+    ckpts = sorted(seg_dir.glob("*.pt")) if seg_dir.is_dir() else []
+    if masks:
+        ckpts = [seg_dir / f"{masks}.pt"]
+    if not ckpts or not ckpts[0].exists():
+        raise RunDirError(f"{seg_dir}: no trained segmenter (run `wsss train-seg --run {run_dir} --masks cam`)")
+    scales = (0.5, 1.0, 1.5) if multiscale else (1.0,)
+    written = predict_paths(ckpts[0], [str(p) for p in images], out or run_dir / "predictions", scales=scales,
+                            flip=multiscale, overlay=overlay, device=resolve_device(device or "auto"))
+    print(f"wrote {len(written)} masks to {out or run_dir / 'predictions'}")
+
+
+@app.command("eval")
+def evaluate(
+    pred: Path = typer.Option(..., "--pred", help="Folder of predicted label PNGs."),
+    gt: Path = typer.Option(..., "--gt", help="Folder of ground-truth label PNGs (255 = void)."),
+    num_classes: int = typer.Option(None, "--num-classes", help="K incl. background (default: from the data)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """Score any two folders of label PNGs. Example: `wsss eval --pred runs/r1/masks/cam --gt data/synth/SegmentationClass`."""
+    from wsss.metrics import evaluate_folders
+
+    res = evaluate_folders(pred, gt, num_classes)
+    if as_json:
+        print(json.dumps({k: res[k] for k in ("miou", "per_class_iou", "pixel_accuracy")}))
+    else:
+        print(f"mIoU {100 * res['miou']:.2f}  pixel accuracy {100 * res['pixel_accuracy']:.2f}  "
+              f"({res['num_images']} images)")
+        for c, v in res["per_class_iou"].items():
+            print(f"  class {c:>3}: " + ("-" if v is None else f"{100 * v:.2f}"))
+
+
+@app.command()
+def report(run_dir: Path = RunOpt):
+    """Write RUN/report.md + RUN/figures/ from results.json. Example: `wsss report --run runs/r1`."""
+    from wsss.pipeline import report as _report
+
+    print(f"wrote {_report(_run(run_dir))}")
+
+
+@app.command()
+def methods():
+    """List the localization methods and networks."""
+    from wsss import localize, models
+
+    print("methods: " + ", ".join(localize.available()))
+    print("networks: " + ", ".join(models.available()))
+
+
+def _summary(r) -> None:
+    res = r.results()
+    rows = sorted(res.get("methods", {}).items(), key=lambda kv: -kv[1]["fixed"]["miou"])
+    print(f"\n{'method':<24}{'mIoU@fixed':>11}{'best':>7}{'t':>6}{'prec':>7}{'rec':>7}{'width':>7}{'NDR':>7}{'s/img':>9}")
+    for k, m in rows:
+        ndr = "-" if m.get("ndr_recall") is None else f"{100 * m['ndr_recall']:.1f}"
+        spi = "-" if m.get("seconds_per_image") is None else f"{m['seconds_per_image']:.4f}"
+        print(f"{k:<24}{100 * m['fixed']['miou']:>11.1f}{100 * m['best']['miou']:>7.1f}{m['fixed']['t']:>6.2f}"
+              f"{100 * m['fixed']['precision']:>7.1f}{100 * m['fixed']['recall']:>7.1f}{m['robust_width']:>7.2f}"
+              f"{ndr:>7}{spi:>9}")
+    for k, s in res.get("segmentation", {}).items():
+        print(f"segmenter on {k}: val mIoU {100 * s['val_miou']:.1f}")
+    if "total" in res.get("timings", {}):
+        print(f"total {res['timings']['total']:.0f} s; report: {r.path / 'report.md'}")
+
+
+if __name__ == "__main__":
+    main()
