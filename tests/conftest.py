@@ -1,0 +1,37 @@
+"""Shared fixtures: a tiny built-in benchmark (made once per session, offline, in seconds)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+TINY = dict(size=48, images=24, num_classes=3, body_radius=(0.28, 0.36))
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    from wsss.data.synth import SynthConfig, write_benchmark
+
+    root = tmp_path_factory.mktemp("tiny_synth")
+    write_benchmark(root, SynthConfig(**TINY), progress=False)
+    return root
+
+
+def tiny_config(data, **updates):
+    """A run config that trains for seconds: the tiny test profile (not --quick)."""
+    from wsss.config import RunConfig
+
+    cfg = RunConfig(data=str(data), device="cpu")
+    base = {
+        "classifier.epochs": 2, "classifier.batch_size": 8,
+        "amn.epochs": 1, "amn.batch_size": 8,
+        "seg.epochs": 1, "seg.batch_size": 8,
+        "maps.options": {m: {"samples": 2} for m in ("smoothgrad", "cropsal", "jigsaw", "shufflecam", "jigsaw-cam")},
+    }
+    base.update(updates)
+    return cfg.with_updates(**base)

@@ -1,0 +1,77 @@
+"""The pipeline end to end on tiny data, resume, and the run-directory contract (DESIGN §5, §6)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from wsss.errors import RunDirError
+from wsss.labelio import load_label_png
+from wsss.mapsio import load_maps
+from wsss.pipeline import Run, make_maps, pseudo, run_pipeline
+
+from .conftest import tiny_config
+
+METHODS = ["cam", "gradcam", "saliency", "jigsaw", "jigsaw-cam", "amn"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "r1"
+    cfg = tiny_config(tiny_data, **{"maps.methods": METHODS, "seg.methods": ["cam"]})
+    run = Run.create(out, cfg)
+    run_pipeline(run, METHODS, progress=False)
+    return run
+
+
+def test_pipeline_writes_every_artefact(finished_run):
+    run = finished_run
+    res = json.loads((run.path / "results.json").read_text())
+    assert set(METHODS) <= set(res["methods"])
+    score_ids = run.dataset("train").ids
+    for m in METHODS:
+        r = res["methods"][m]
+        assert r["split"] == "train"
+        assert r["fixed"]["chosen_on"] == "tune"
+        assert 0.0 <= r["fixed"]["miou"] <= r["best"]["miou"] + 1e-9 <= 1.0 + 1e-9
+        assert len(r["sweep"]) == 19 and r["sweep"][0]["t"] == 0.05 and r["sweep"][-1]["t"] == 0.95
+        assert r["seconds_per_image"] > 0
+        assert r["robust_width"] >= 0.05
+        for image_id in score_ids:
+            mask = load_label_png(run.masks_dir(m) / f"{image_id}.png")
+            assert mask.shape == (48, 48) and mask.max() <= 3
+            maps, classes = load_maps(run.maps_dir(m) / f"{image_id}.npz")
+            assert maps.shape[1:] == (48, 48) and maps.min() >= 0
+            np.testing.assert_array_equal(classes, np.nonzero(run.dataset("train").labels(image_id))[0] + 1)
+    assert res["methods"]["cam"]["ndr_recall"] is not None
+    assert set(res["segmentation"]) == {"cam", "gt"}
+    assert 0 <= res["segmentation"]["gt"]["val_miou"] <= 1
+    assert res["classifiers"]["plain"]["val_map"] is not None
+    assert (run.path / "report.md").exists() and (run.path / "config.yaml").exists()
+
+
+def test_maps_resume_skips_finished_images(finished_run):
+    run = finished_run
+    d = run.maps_dir("saliency")
+    victim = sorted(d.glob("*.npz"))[0]
+    before = {p.name: p.stat().st_mtime_ns for p in d.glob("*.npz") if p != victim}
+    victim.unlink()
+    make_maps(run, "saliency", progress=False)
+    assert victim.exists()
+    after = {p.name: p.stat().st_mtime_ns for p in d.glob("*.npz") if p != victim}
+    assert before == after  # nothing already written was touched
+
+
+def test_rescoring_is_deterministic(finished_run):
+    run = finished_run
+    first = run.results()["methods"]["jigsaw"]
+    second = pseudo(run, "jigsaw", progress=False)
+    assert first["fixed"] == second["fixed"] and first["sweep"] == second["sweep"]
+
+
+def test_existing_run_dir_is_refused_without_force(finished_run):
+    with pytest.raises(RunDirError, match="--resume"):
+        Run.create(finished_run.path, finished_run.cfg)
+    assert (finished_run.path / "results.json").exists()
