@@ -15,7 +15,7 @@ from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
 from wsss.errors import ConfigError
-from wsss.localize.base import Localizer, present_classes
+from wsss.localize.base import Localizer
 
 REDUCTIONS = ("absmax", "gradxinput", "l2")
 WEIGHTINGS = ("uniform", "prob")
@@ -71,11 +71,18 @@ class GradientLocalizer(Localizer):
         b, k = labels.shape
         h, w = images.shape[-2:]
         out = images.new_zeros(b, k, h, w)
-        classes = present_classes(labels)
-        if not classes:
+        # class "slots": slot j of image i is its j-th present class, so one backward pass per slot
+        # serves every image (max present classes per image passes, not the batch's union of classes)
+        present = [torch.nonzero(row).flatten() for row in (labels > 0).cpu()]
+        slots = max((len(p) for p in present), default=0)
+        if slots == 0:
             return out
+        slot_cls = torch.full((b, slots), -1, dtype=torch.long)
+        for i, p in enumerate(present):
+            slot_cls[i, : len(p)] = p
+        slot_cls = slot_cls.to(images.device)
         channels = 3 if self.reduction == "absmax" else 1
-        acc = images.new_zeros(b, len(classes), channels, h, w)
+        acc = images.new_zeros(b, slots, channels, h, w)
         cov = images.new_zeros(b, h, w)
         gens = [self.generator(i) for i in ids]
         for start in range(0, self.samples, self.chunk_size):
@@ -87,12 +94,15 @@ class GradientLocalizer(Localizer):
                 views.append(v)
                 covs.append(c)
             logits = self.model(torch.cat(views))
-            present = labels[:, classes].repeat_interleave(n, dim=0)  # (b*n, C')
-            if self.weighting == "prob":
-                present = present * torch.sigmoid(logits[:, classes].detach())
-            for j, c in enumerate(classes):
-                (grad,) = torch.autograd.grad(logits[:, c], leaf, grad_outputs=present[:, j],
-                                              retain_graph=j < len(classes) - 1)
+            rows = slot_cls.repeat_interleave(n, dim=0)  # (b*n, slots)
+            for j in range(slots):
+                cls = rows[:, j]
+                valid = cls >= 0
+                weight = valid.to(logits.dtype)
+                picked = logits.gather(1, cls.clamp_min(0)[:, None])[:, 0]
+                if self.weighting == "prob":
+                    weight = weight * torch.sigmoid(picked.detach())
+                (grad,) = torch.autograd.grad(picked, leaf, grad_outputs=weight, retain_graph=j < slots - 1)
                 acc[:, j] += self._reduce(grad, leaf.detach()).view(b, n, channels, h, w).sum(1)
             for i, c in enumerate(covs):
                 cov[i] += n if c is None else c.sum(0)
@@ -100,7 +110,10 @@ class GradientLocalizer(Localizer):
         maps = torch.where(cov[:, None] > 0, maps / cov[:, None].clamp_min(1e-12), torch.zeros_like(maps))
         if self.smooth_sigma > 0:
             maps = smooth(maps, self.smooth_sigma)
-        out[:, classes] = maps
+        for j in range(slots):
+            valid = slot_cls[:, j] >= 0
+            idx = torch.nonzero(valid).flatten()
+            out[idx, slot_cls[idx, j]] = maps[idx, j]
         return out
 
     def _reduce(self, grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
