@@ -98,6 +98,13 @@ class SegConfig(_Model):
     scale: tuple[float, float] = (0.7, 1.3)
     methods: list[str] = Field(default_factory=lambda: ["cam", "jigsaw-cam"])  # masks to train on
     ground_truth: bool = True  # also train on true masks (the fully supervised bound)
+    output_stride: int | None = None  # None: the architecture's default (deeplabv3_resnet50: 16 or 8)
+    optimizer: Literal["adamw", "sgd"] = "adamw"  # DeepLab on real data: sgd, lr 0.01-0.007, head_lr_mult 10
+    head_lr_mult: float = 1.0  # lr multiplier of the layers after the backbone (ASPP, classifier)
+    flip: bool = True
+    eval_scales: tuple[float, ...] = (1.0,)  # DeepLab protocol on real data: (0.5, 0.75, 1.0, 1.25, 1.5)
+    eval_flip: bool = False
+    num_workers: int = 0
 
 
 class RunConfig(_Model):
