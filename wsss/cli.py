@@ -15,10 +15,16 @@ import typer
 
 from wsss.errors import WsssError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Weakly-supervised semantic segmentation: image-level labels -> localization maps -> "
-                       "pseudo-masks -> segmenter. Start with `wsss demo --quick`.")
-data_app = typer.Typer(no_args_is_help=True, help="Datasets: the built-in benchmark and what the loader sees.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Weakly-supervised semantic segmentation: image-level labels -> localization maps -> "
+    "pseudo-masks -> segmenter. Start with `wsss demo --quick`.",
+)
+data_app = typer.Typer(
+    no_args_is_help=True, help="Datasets: the built-in benchmark and what the loader sees."
+)
 app.add_typer(data_app, name="data")
 
 _STATE = {"debug": False}
@@ -55,7 +61,9 @@ def main() -> None:
             sys.exit(exc.exit_code)
         if _STATE["debug"]:
             raise
-        print(f"error: {exc.__class__.__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr)
+        print(
+            f"error: {exc.__class__.__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr
+        )
         sys.exit(1)
 
 
@@ -81,8 +89,12 @@ def data_synth(
     images: int = typer.Option(None, help="train_aug images (train = 1/3, tune = 1/4 of them; val = 1/3)."),
     classes: int = typer.Option(None, "--classes", help="Number of object classes."),
     max_objects: int = typer.Option(None, help="Most objects per image."),
-    part_frac: float = typer.Option(None, help="Part area / object area (how small the discriminative part is)."),
-    body_signal: float = typer.Option(None, help="Class-specific body tint (0 = bodies fully shared in a group)."),
+    part_frac: float = typer.Option(
+        None, help="Part area / object area (how small the discriminative part is)."
+    ),
+    body_signal: float = typer.Option(
+        None, help="Class-specific body tint (0 = bodies fully shared in a group)."
+    ),
     background_bias: float = typer.Option(None, help="Probability of a class-correlated background."),
     occlusion: float = typer.Option(None, help="Probability that objects may overlap."),
 ):
@@ -91,9 +103,17 @@ def data_synth(
 
     from wsss.data.synth import SynthConfig, dataset_hash, write_benchmark
 
-    overrides = dict(seed=seed, size=size, images=images, num_classes=classes, max_objects=max_objects,
-                     part_frac=part_frac, body_signal=body_signal, background_bias=background_bias,
-                     occlusion=occlusion)
+    overrides = dict(
+        seed=seed,
+        size=size,
+        images=images,
+        num_classes=classes,
+        max_objects=max_objects,
+        part_frac=part_frac,
+        body_signal=body_signal,
+        background_bias=background_bias,
+        occlusion=occlusion,
+    )
     valid = {f.name for f in fields(SynthConfig)}
     cfg = SynthConfig(**{k: v for k, v in overrides.items() if v is not None and k in valid})
     t0 = time.time()
@@ -142,9 +162,17 @@ def run(
     """The whole pipeline. Example: `wsss run --data data/synth --out runs/r1 --methods cam,jigsaw`."""
     from wsss.pipeline import Run, build_config, run_pipeline
 
-    cfg = build_config(data=str(data) if data else None, config=str(config) if config else None, quick=quick,
-                       seed=seed, device=device, train_split=train_split, score_split=score_split,
-                       tune_split=tune_split, val_split=val_split)
+    cfg = build_config(
+        data=str(data) if data else None,
+        config=str(config) if config else None,
+        quick=quick,
+        seed=seed,
+        device=device,
+        train_split=train_split,
+        score_split=score_split,
+        tune_split=tune_split,
+        val_split=val_split,
+    )
     if no_seg:
         cfg = cfg.with_updates(train_segmenter=False)
     if methods:
@@ -157,7 +185,9 @@ def run(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo_run"), "--out", help="Run directory (the data goes to OUT/data)."),
-    quick: bool = typer.Option(False, "--quick", help="Fewer images and epochs (about two minutes on 2 cores)."),
+    quick: bool = typer.Option(
+        False, "--quick", help="Fewer images and epochs (about two minutes on 2 cores)."
+    ),
     device: str = typer.Option("cpu", "--device", help="cpu (default) | auto | cuda"),
     force: bool = typer.Option(False, "--force", help="Replace an existing run directory."),
     resume: bool = typer.Option(False, "--resume", help="Continue an existing run directory."),
@@ -173,7 +203,9 @@ def train_cls(
     run_dir: Path = RunOpt,
     data: Path = typer.Option(None, "--data", help="Dataset (only to create a new run directory)."),
     jigsaw_aug: float = typer.Option(0.0, "--jigsaw-aug", help="Fraction of training images shuffled."),
-    name: str = typer.Option(None, "--name", help="Classifier name (default plain, or jigsaw-aug with --jigsaw-aug)."),
+    name: str = typer.Option(
+        None, "--name", help="Classifier name (default plain, or jigsaw-aug with --jigsaw-aug)."
+    ),
     epochs: int = typer.Option(None, "--epochs"),
     device: str = DeviceOpt,
 ):
@@ -205,8 +237,10 @@ def maps(
     r = _run(run_dir, device)
     res = make_maps(r, method, classifier, splits=(split,) if split else None)
     spi = res["seconds_per_image"]
-    print(f"maps {maps_key(method, classifier)}: {res['images']} images"
-          + (f", {spi:.4f} s/image" if spi else ""))
+    print(
+        f"maps {maps_key(method, classifier)}: {res['images']} images"
+        + (f", {spi:.4f} s/image" if spi else "")
+    )
 
 
 @app.command()
@@ -265,10 +299,19 @@ def predict(
     if masks:
         ckpts = [seg_dir / f"{masks}.pt"]
     if not ckpts or not ckpts[0].exists():
-        raise RunDirError(f"{seg_dir}: no trained segmenter (run `wsss train-seg --run {run_dir} --masks cam`)")
+        raise RunDirError(
+            f"{seg_dir}: no trained segmenter (run `wsss train-seg --run {run_dir} --masks cam`)"
+        )
     scales = (0.5, 1.0, 1.5) if multiscale else (1.0,)
-    written = predict_paths(ckpts[0], [str(p) for p in images], out or run_dir / "predictions", scales=scales,
-                            flip=multiscale, overlay=overlay, device=resolve_device(device or "auto"))
+    written = predict_paths(
+        ckpts[0],
+        [str(p) for p in images],
+        out or run_dir / "predictions",
+        scales=scales,
+        flip=multiscale,
+        overlay=overlay,
+        device=resolve_device(device or "auto"),
+    )
     print(f"wrote {len(written)} masks to {out or run_dir / 'predictions'}")
 
 
@@ -276,7 +319,9 @@ def predict(
 def evaluate(
     pred: Path = typer.Option(..., "--pred", help="Folder of predicted label PNGs."),
     gt: Path = typer.Option(..., "--gt", help="Folder of ground-truth label PNGs (255 = void)."),
-    num_classes: int = typer.Option(None, "--num-classes", help="K incl. background (default: from the data)."),
+    num_classes: int = typer.Option(
+        None, "--num-classes", help="K incl. background (default: from the data)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """Score any two folders of label PNGs. Example: `wsss eval --pred runs/r1/masks/cam --gt data/synth/SegmentationClass`."""
@@ -286,8 +331,10 @@ def evaluate(
     if as_json:
         print(json.dumps({k: res[k] for k in ("miou", "per_class_iou", "pixel_accuracy")}))
     else:
-        print(f"mIoU {100 * res['miou']:.2f}  pixel accuracy {100 * res['pixel_accuracy']:.2f}  "
-              f"({res['num_images']} images)")
+        print(
+            f"mIoU {100 * res['miou']:.2f}  pixel accuracy {100 * res['pixel_accuracy']:.2f}  "
+            f"({res['num_images']} images)"
+        )
         for c, v in res["per_class_iou"].items():
             print(f"  class {c:>3}: " + ("-" if v is None else f"{100 * v:.2f}"))
 
@@ -312,13 +359,17 @@ def methods():
 def _summary(r) -> None:
     res = r.results()
     rows = sorted(res.get("methods", {}).items(), key=lambda kv: -kv[1]["fixed"]["miou"])
-    print(f"\n{'method':<24}{'mIoU@fixed':>11}{'best':>7}{'t':>6}{'prec':>7}{'rec':>7}{'width':>7}{'NDR':>7}{'s/img':>9}")
+    print(
+        f"\n{'method':<24}{'mIoU@fixed':>11}{'best':>7}{'t':>6}{'prec':>7}{'rec':>7}{'width':>7}{'NDR':>7}{'s/img':>9}"
+    )
     for k, m in rows:
         ndr = "-" if m.get("ndr_recall") is None else f"{100 * m['ndr_recall']:.1f}"
         spi = "-" if m.get("seconds_per_image") is None else f"{m['seconds_per_image']:.4f}"
-        print(f"{k:<24}{100 * m['fixed']['miou']:>11.1f}{100 * m['best']['miou']:>7.1f}{m['fixed']['t']:>6.2f}"
-              f"{100 * m['fixed']['precision']:>7.1f}{100 * m['fixed']['recall']:>7.1f}{m['robust_width']:>7.2f}"
-              f"{ndr:>7}{spi:>9}")
+        print(
+            f"{k:<24}{100 * m['fixed']['miou']:>11.1f}{100 * m['best']['miou']:>7.1f}{m['fixed']['t']:>6.2f}"
+            f"{100 * m['fixed']['precision']:>7.1f}{100 * m['fixed']['recall']:>7.1f}{m['robust_width']:>7.2f}"
+            f"{ndr:>7}{spi:>9}"
+        )
     for k, s in res.get("segmentation", {}).items():
         print(f"segmenter on {k}: val mIoU {100 * s['val_miou']:.1f}")
     if "total" in res.get("timings", {}):

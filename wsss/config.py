@@ -42,8 +42,17 @@ class ClassifierConfig(_Model):
 
 
 class MapsConfig(_Model):
-    methods: list[str] = Field(default_factory=lambda: ["cam", "gradcam", "gradcampp", "saliency", "smoothgrad",
-                                                       "jigsaw", "jigsaw-cam"])
+    methods: list[str] = Field(
+        default_factory=lambda: [
+            "cam",
+            "gradcam",
+            "gradcampp",
+            "saliency",
+            "smoothgrad",
+            "jigsaw",
+            "jigsaw-cam",
+        ]
+    )
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per-method localizer options
     batch_size: int = 16
     multiscale: tuple[float, ...] = (1.0,)  # IRN/AMN protocol on real data: (1.0, 0.5, 1.5, 2.0)
@@ -88,7 +97,7 @@ class AMNConfig(_Model):
 
 
 class SegConfig(_Model):
-    arch: str = "deeplabv3_mobilenet"
+    arch: str = "deeplab_small"  # real data: deeplabv3_resnet50 (configs/*.yaml)
     pretrained: str | None = None
     epochs: int = 20
     batch_size: int = 16
@@ -156,11 +165,17 @@ class RunConfig(_Model):
 
 def quick_profile(cfg: RunConfig) -> RunConfig:
     """``--quick``: the same stages with less work (for a first look in under two minutes)."""
-    return cfg.with_updates(**{
-        "quick": True,
-        "classifier.epochs": min(cfg.classifier.epochs, 8),
-        "amn.epochs": min(cfg.amn.epochs, 2),
-        "seg.epochs": min(cfg.seg.epochs, 4),
-        "maps.options": {**{m: {"samples": 4} for m in ("smoothgrad", "jigsaw", "cropsal", "shufflecam", "jigsaw-cam")},
-                         **cfg.maps.options},
-    })
+    return cfg.with_updates(
+        **{
+            "quick": True,
+            "classifier.epochs": min(cfg.classifier.epochs, 8),
+            "amn.epochs": min(cfg.amn.epochs, 2),
+            "seg.epochs": min(cfg.seg.epochs, 4),
+            "maps.options": {
+                **{
+                    m: {"samples": 4} for m in ("smoothgrad", "jigsaw", "cropsal", "shufflecam", "jigsaw-cam")
+                },
+                **cfg.maps.options,
+            },
+        }
+    )

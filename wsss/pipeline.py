@@ -48,7 +48,9 @@ class Run:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if not (self.path / "config.yaml").exists():
-            raise RunDirError(f"{self.path}: not a run directory (no config.yaml); create one with `wsss run --out`")
+            raise RunDirError(
+                f"{self.path}: not a run directory (no config.yaml); create one with `wsss run --out`"
+            )
         self.cfg = RunConfig.load(self.path / "config.yaml")
         self._datasets: dict[str, object] = {}
 
@@ -62,7 +64,9 @@ class Run:
                     raise RunDirError(f"{path}: --resume given but it is not a run directory")
                 return cls(path)
             if not force:
-                raise RunDirError(f"{path}: run directory exists; pass --resume to continue it or --force to replace it")
+                raise RunDirError(
+                    f"{path}: run directory exists; pass --resume to continue it or --force to replace it"
+                )
             if is_main():
                 shutil.rmtree(path)
         barrier()
@@ -153,8 +157,15 @@ def train_cls(run: Run, name: str = "plain", jigsaw_aug: float | None = None, pr
     seed_everything(run.cfg.seed)
     val = run.dataset(run.cfg.val_split) if run.cfg.val_split else None
     with timed(run, f"train-cls@{name}"):
-        result = train_classifier(run.dataset(run.cfg.train_split), val, cfg, run.classifier_path(name), run.device,
-                                  seed=run.cfg.seed, progress=progress)
+        result = train_classifier(
+            run.dataset(run.cfg.train_split),
+            val,
+            cfg,
+            run.classifier_path(name),
+            run.device,
+            seed=run.cfg.seed,
+            progress=progress,
+        )
     run.update_results("classifiers", name, value=result)
     if result.get("val_map") is not None:
         log(f"  classifier {name}: val mAP {result['val_map']:.3f} ({result['seconds']:.0f} s)")
@@ -205,8 +216,13 @@ def map_ids(run: Run, extra_splits: tuple[str, ...] = ()) -> list[str]:
     return ids
 
 
-def make_maps(run: Run, method: str, classifier: str = "plain", splits: tuple[str, ...] | None = None,
-              progress: bool = True) -> dict:
+def make_maps(
+    run: Run,
+    method: str,
+    classifier: str = "plain",
+    splits: tuple[str, ...] | None = None,
+    progress: bool = True,
+) -> dict:
     """Maps for ``method`` on the score + tune splits (or ``splits``), streamed to disk, resumable,
     sharded by rank under torchrun. Returns ``{"images": n, "seconds": s, "seconds_per_image": s/n}``."""
     device = run.device
@@ -300,13 +316,20 @@ def pseudo(run: Run, key: str, crf: bool = False, progress: bool = True) -> dict
     result_key = result_key if classifier == "plain" else f"{result_key}@{classifier}"
     maps_dir = run.maps_dir(mkey)
     if not maps_dir.is_dir():
-        raise RunDirError(f"{maps_dir}: no maps for {mkey} (run `wsss maps --run {run.path} --method {method}`)")
+        raise RunDirError(
+            f"{maps_dir}: no maps for {mkey} (run `wsss maps --run {run.path} --method {method}`)"
+        )
     norm = run.cfg.pseudo.norm_for(method)
     ref_dir = run.maps_dir("cam")
     with timed(run, f"pseudo/{result_key}"):
         summary = score_method(
-            run, maps_dir, norm, masks_dir=run.masks_dir(result_key), reference_dir=ref_dir if ref_dir.is_dir() else None,
-            crf=crf, progress=progress,
+            run,
+            maps_dir,
+            norm,
+            masks_dir=run.masks_dir(result_key),
+            reference_dir=ref_dir if ref_dir.is_dir() else None,
+            crf=crf,
+            progress=progress,
         )
     timing = maps_timing(run, mkey)
     spi = timing["seconds_per_image"]
@@ -315,9 +338,11 @@ def pseudo(run: Run, key: str, crf: bool = False, progress: bool = True) -> dict
     summary["seconds_per_image"] = spi
     summary["normalization"] = norm
     run.update_results("methods", result_key, value=summary)
-    log(f"  {result_key:<22} fixed t={summary['fixed']['t']:.2f} mIoU {100 * summary['fixed']['miou']:.1f}  "
+    log(
+        f"  {result_key:<22} fixed t={summary['fixed']['t']:.2f} mIoU {100 * summary['fixed']['miou']:.1f}  "
         f"best {100 * summary['best']['miou']:.1f} (t={summary['best']['t']:.2f})  "
-        f"P {100 * summary['fixed']['precision']:.1f} R {100 * summary['fixed']['recall']:.1f}")
+        f"P {100 * summary['fixed']['precision']:.1f} R {100 * summary['fixed']['recall']:.1f}"
+    )
     return summary
 
 
@@ -328,7 +353,9 @@ def run_pipeline(run: Run, methods: list[str] | None = None, progress: bool = Tr
     methods = list(methods or cfg.maps.methods)
     unknown = [m for m in methods if m not in localize.available()]
     if unknown:
-        raise ConfigError(f"unknown method(s) {', '.join(unknown)}; available: {', '.join(localize.available())}")
+        raise ConfigError(
+            f"unknown method(s) {', '.join(unknown)}; available: {', '.join(localize.available())}"
+        )
     if "cam" not in methods:
         methods.insert(0, "cam")  # CAM is the reference of the NDR measure
     t_all = time.time()
@@ -378,8 +405,16 @@ def train_amn(run: Run, from_maps: str = "cam", progress: bool = True) -> dict:
     if not maps_dir.is_dir():
         make_maps(run, from_maps, splits=(run.cfg.train_split,), progress=progress)
     with timed(run, "train-amn"):
-        res = _train(run.dataset(run.cfg.train_split), maps_dir, load_cls(run), cfg, run.path / "amn.pt", run.device,
-                     seed=run.cfg.seed, progress=progress)
+        res = _train(
+            run.dataset(run.cfg.train_split),
+            maps_dir,
+            load_cls(run),
+            cfg,
+            run.path / "amn.pt",
+            run.device,
+            seed=run.cfg.seed,
+            progress=progress,
+        )
     run.update_results("amn", value=res)
     return res
 
@@ -391,7 +426,9 @@ def pseudo_mask_fn(run: Run, method: str):
 
     res = run.results().get("methods", {}).get(method)
     if res is None:
-        raise RunDirError(f"{run.results_path}: no scores for {method} (run `wsss pseudo --run {run.path} --method {method}`)")
+        raise RunDirError(
+            f"{run.results_path}: no scores for {method} (run `wsss pseudo --run {run.path} --method {method}`)"
+        )
     t = res["fixed"]["t"]
     norm = run.cfg.pseudo.norm_for(method)
     mdir, kdir = run.maps_dir(method), run.masks_dir(method)
@@ -420,8 +457,16 @@ def train_seg(run: Run, masks: str, progress: bool = True) -> dict:
         if missing:
             make_maps(run, masks, splits=(run.cfg.train_split,), progress=progress)
     with timed(run, f"train-seg/{masks}"):
-        res = train_segmenter(train_ds, mask_fn, run.dataset(run.cfg.val_split), run.cfg.seg,
-                              run.path / "segmenter" / f"{masks}.pt", run.device, seed=run.cfg.seed, progress=progress)
+        res = train_segmenter(
+            train_ds,
+            mask_fn,
+            run.dataset(run.cfg.val_split),
+            run.cfg.seg,
+            run.path / "segmenter" / f"{masks}.pt",
+            run.device,
+            seed=run.cfg.seed,
+            progress=progress,
+        )
     run.update_results("segmentation", masks, value=res)
     log(f"  segmenter on {masks}: val mIoU {100 * res['val_miou']:.1f}")
     return res
@@ -433,7 +478,9 @@ def report(run: Run) -> Path:
     return write_report(run)
 
 
-def build_config(data: str | None = None, config: str | None = None, quick: bool = False, **overrides) -> RunConfig:
+def build_config(
+    data: str | None = None, config: str | None = None, quick: bool = False, **overrides
+) -> RunConfig:
     cfg = RunConfig.load(config) if config else RunConfig()
     updates = {k: v for k, v in overrides.items() if v is not None}
     if data is not None:
@@ -444,7 +491,9 @@ def build_config(data: str | None = None, config: str | None = None, quick: bool
     return quick_profile(cfg) if quick else cfg
 
 
-def demo(out: str | Path, quick: bool = False, device: str = "cpu", force: bool = False, resume: bool = False) -> dict:
+def demo(
+    out: str | Path, quick: bool = False, device: str = "cpu", force: bool = False, resume: bool = False
+) -> dict:
     """``wsss data synth`` + ``wsss run`` on the built-in benchmark (CPU by default)."""
     from wsss.data.synth import SynthConfig, write_benchmark
 

@@ -24,8 +24,15 @@ def _masks_for(maps, classes, image, thresholds, crf: bool):
     return {t: refine_mask(image, maps, classes, t) for t in thresholds}
 
 
-def sweep_split(ds, maps_dir: Path, norm: str, thresholds: list[float], crf: bool = False,
-                progress: bool = True, desc: str = "sweep") -> dict:
+def sweep_split(
+    ds,
+    maps_dir: Path,
+    norm: str,
+    thresholds: list[float],
+    crf: bool = False,
+    progress: bool = True,
+    desc: str = "sweep",
+) -> dict:
     """One confusion matrix per threshold over a split."""
     k = ds.num_classes + 1
     cms = make_sweep_matrices(k, thresholds)
@@ -41,8 +48,15 @@ def sweep_split(ds, maps_dir: Path, norm: str, thresholds: list[float], crf: boo
     return cms
 
 
-def score_method(run, maps_dir: Path, norm: str, masks_dir: Path, reference_dir: Path | None = None,
-                 crf: bool = False, progress: bool = True) -> dict:
+def score_method(
+    run,
+    maps_dir: Path,
+    norm: str,
+    masks_dir: Path,
+    reference_dir: Path | None = None,
+    crf: bool = False,
+    progress: bool = True,
+) -> dict:
     cfg = run.cfg.pseudo
     thresholds = threshold_values(cfg.t_start, cfg.t_stop, cfg.t_step)
     fixed_t, tune_summary = None, None
@@ -88,8 +102,15 @@ def score_method(run, maps_dir: Path, norm: str, masks_dir: Path, reference_dir:
         save_label_png(masks_dir / f"{image_id}.png", fixed_mask)
     summary = summarize_sweep(cms, fixed_t, step=cfg.t_step, chosen_on=run.cfg.tune_split or "self")
     summary["split"] = run.cfg.score_split
-    summary["tune"] = None if tune_summary is None else {"split": run.cfg.tune_split, "best": tune_summary["best"],
-                                                         "robust_width": tune_summary["robust_width"]}
+    summary["tune"] = (
+        None
+        if tune_summary is None
+        else {
+            "split": run.cfg.tune_split,
+            "best": tune_summary["best"],
+            "robust_width": tune_summary["robust_width"],
+        }
+    )
     summary["ap"] = _nan_none(ap.mean_ap())
     summary["oracle_miou"] = _nan_none(oracle.miou())
     summary["ndr_recall"] = ndr.recall() if reference_dir is not None and ndr.ndr_pixels else None

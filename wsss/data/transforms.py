@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """uint8 (H, W, 3) -> float (3, H, W) in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
+    return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255)
 
 
 def random_scale_crop(image: torch.Tensor, mask: torch.Tensor | None, crop: int, scale: tuple[float, float],

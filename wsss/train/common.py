@@ -20,8 +20,16 @@ class TrainSet(Dataset):
     Items are ``(image (3, crop, crop) in [0,1], labels (K,), mask (crop, crop) long or -1 tensor)``.
     """
 
-    def __init__(self, ds, crop: int, scale, flip: bool, seed: int = 0, mask_fn=None,
-                 resize_long: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        ds,
+        crop: int,
+        scale,
+        flip: bool,
+        seed: int = 0,
+        mask_fn=None,
+        resize_long: tuple[int, int] | None = None,
+    ):
         self.ds, self.crop, self.scale, self.flip, self.seed = ds, crop, scale, flip, seed
         self.mask_fn, self.resize_long = mask_fn, resize_long
         self.epoch = 0
@@ -41,9 +49,13 @@ class TrainSet(Dataset):
             target = int(torch.randint(lo, hi + 1, (1,), generator=g))
             s = target / max(image.shape[-2:])
             size = (max(1, round(image.shape[1] * s)), max(1, round(image.shape[2] * s)))
-            image = torch.nn.functional.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+            image = torch.nn.functional.interpolate(
+                image[None], size=size, mode="bilinear", align_corners=False
+            )[0]
             if mask is not None:
-                mask = torch.nn.functional.interpolate(mask[None, None].float(), size=size, mode="nearest")[0, 0].long()
+                mask = torch.nn.functional.interpolate(mask[None, None].float(), size=size, mode="nearest")[
+                    0, 0
+                ].long()
         image, mask = random_scale_crop(image, mask, self.crop, self.scale, self.flip, g)
         labels = torch.from_numpy(self.ds.labels(image_id))
         return image, labels, (mask if mask is not None else torch.tensor(-1))
