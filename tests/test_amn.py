@@ -177,6 +177,20 @@ def test_ir_labels_crf_refines_both_maps(monkeypatch):
         ir_labels(maps, np.array([2]), crf=True)
 
 
+def test_ir_labels_real_crf_accepts_read_only_image():
+    pytest.importorskip("pydensecrf.densecrf")
+    crf = pytest.importorskip("wsss.crf")
+    if not crf.crf_available():
+        pytest.skip("crf extra not installed")
+    image = np.full((16, 16, 3), 100, np.uint8)
+    image[4:12, 4:12] = (230, 20, 20)
+    image.setflags(write=False)  # as images read through PIL
+    maps = np.zeros((1, 16, 16), np.float32)
+    maps[0, 4:12, 4:12] = 1.0
+    out = ir_labels(maps, np.array([1]), image=image, crf=True)
+    assert out.shape == (16, 16) and out[8, 8] == 1 and out[0, 0] == 0
+
+
 # ---- training --------------------------------------------------------------------------------------------
 def _tiny_voc(root, n: int = 8, side: int = 32):
     """VOC layout, K = 2: a red square (class 1) and/or a blue square (class 2) on grey noise, with
@@ -218,14 +232,14 @@ def test_tiny_training_lowers_loss_and_reloads(tmp_path, monkeypatch):
         return net, res
 
     monkeypatch.setattr(amn_train, "fit_amn", spy)
-    cfg = AMNConfig(epochs=5, batch_size=4, lr_backbone=1e-3, lr_head=1e-2, scale=(0.9, 1.1))
+    cfg = AMNConfig(epochs=4, batch_size=4, lr_backbone=1e-3, lr_head=1e-2, scale=(0.9, 1.1))
     out = tmp_path / "amn.pt"
     res = train_amn(ds, tmp_path / "maps", classifier, cfg, out, torch.device("cpu"), seed=0, progress=False)
     assert out.is_file() and not out.with_suffix(".pt.tmp").exists()
     # the smoothed target's entropy is the floor: -(0.6 ln 0.6 + 2 * 0.2 ln 0.2) for C = 3, eps = 0.4
     floor = -(0.6 * math.log(0.6) + 0.4 * math.log(0.2))
     hist = res["loss_history"]
-    assert len(hist) == 5 and hist[-1] - floor < 0.5 * (hist[0] - floor)
+    assert len(hist) == 4 and hist[-1] - floor < 0.5 * (hist[0] - floor)
     assert torch.load(out, weights_only=True)["arch"] == "smallcnn"  # found in the registry
     assert res["crf"] is False and res["labels_from"] == "cam" and res["rates"] == [1, 2, 2, 3]
     assert res["label_fractions"]["foreground"] > 0 and res["label_fractions"]["background"] > 0

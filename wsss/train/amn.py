@@ -80,6 +80,7 @@ def ir_labels(norm_maps: np.ndarray, classes: np.ndarray, fg: float = 0.30, bg: 
         from wsss.crf import crf_refine_labels
 
         refine = crf_refine_labels
+        image = np.array(image, dtype=np.uint8, order="C")  # a writable copy (pydensecrf rejects read-only)
 
     def confident(threshold: float) -> np.ndarray:
         padded = np.concatenate([np.full((1, *maps.shape[1:]), threshold, np.float32), maps])
