@@ -348,6 +348,37 @@ def report(run_dir: Path = RunOpt):
 
 
 @app.command()
+def ablate(
+    run_dir: Path = RunOpt,
+    group: list[str] = typer.Option(None, "--group", help="Study group(s) (default: all); see wsss/ablate.py."),
+    samples: int = typer.Option(16, "--samples", help="N for the sampling methods."),
+    jigsaw_aug: float = typer.Option(0.5, "--jigsaw-aug", help="P for the jigsaw-augmented classifier."),
+    device: str = DeviceOpt,
+):
+    """The jigsaw study into results.json["ablation"] + the report. Example: `wsss ablate --run runs/r1 --group 'samples N'`."""
+    from wsss.ablate import run_ablation
+    from wsss.pipeline import report as _report
+
+    r = _run(run_dir, device)
+    run_ablation(r, groups=group or None, samples=samples, jigsaw_aug=jigsaw_aug)
+    print(f"wrote {_report(r)}")
+
+
+@app.command()
+def bench(
+    arch: str = typer.Option("smallcnn", "--arch", help="Network."),
+    size: int = typer.Option(96, "--size", help="Image side."),
+    samples: int = typer.Option(16, "--samples", help="N for the sampling methods."),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+    out: Path = typer.Option(None, "--out", help="Also write the JSON here."),
+):
+    """Localizer throughput as ratios to one forward + one input-gradient backward. Example: `wsss bench`."""
+    from wsss.bench import format_bench, run_bench
+
+    print(format_bench(run_bench(arch=arch, size=size, samples=samples, device=device, out=out)))
+
+
+@app.command()
 def methods():
     """List the localization methods and networks."""
     from wsss import localize, models

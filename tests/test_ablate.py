@@ -1,0 +1,31 @@
+"""`wsss ablate` on tiny data: variants scored, tables written, receptive field measured."""
+
+from __future__ import annotations
+
+from wsss.ablate import effective_receptive_field, run_ablation, study_variants
+from wsss.models import create
+from wsss.pipeline import Run, run_pipeline
+
+from .conftest import tiny_config
+
+
+def test_receptive_field_grows_with_depth():
+    small = effective_receptive_field(create("smallcnn", 3), size=128)
+    deep = effective_receptive_field(create("smallcnn_deep", 3), size=128)
+    assert 0 < small["effective_radius95_px"] <= small["theoretical_radius_px"]
+    assert deep["theoretical_radius_px"] > small["theoretical_radius_px"]
+
+
+def test_ablation_group_scores_every_variant(tiny_data, tmp_path):
+    run = Run.create(tmp_path / "r", tiny_config(tiny_data, train_segmenter=False, **{"maps.methods": ["cam"]}))
+    run_pipeline(run, ["cam"], progress=False)
+    group = "randomized weights (sanity)"
+    abl = run_ablation(run, groups=[group], samples=2, progress=False)
+    names = [v[0] for v in study_variants(2)[group]]
+    assert set(names) <= set(abl["variants"])
+    (table,) = [t for t in abl["tables"] if t["title"] == group]
+    assert [r[0] for r in table["rows"]] == names
+    for name in names:
+        v = abl["variants"][name]
+        assert 0 <= v["miou"] <= 1 and v["tune_miou"] is not None
+    assert abl["receptive_field"]["stride"] == 8

@@ -1,0 +1,249 @@
+"""The jigsaw study (``wsss ablate``): variants of our method and its baselines, each scored like a method.
+
+Every variant writes its maps to ``RUN/maps/ablate/<variant>/`` and its scores to
+``results.json["ablation"]["variants"][<variant>]``; tables (for the report) go to
+``results.json["ablation"]["tables"]``. Defaults are chosen on the tune split (``tune`` entry of each
+variant); the score split is reported.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from wsss import localize
+from wsss.pipeline import Run, load_cls, log, train_cls
+from wsss.runtime import resolve_device
+
+
+# (variant name, method, options, classifier)
+def study_variants(samples: int = 16) -> dict[str, list[tuple[str, str, dict, str]]]:
+    j = {"samples": samples}
+    return {
+        "samples N": [(f"jigsaw N={n}", "jigsaw", {"samples": n}, "plain") for n in (1, 4, 8, 16, 32)],
+        "grid schedule": [
+            (f"jigsaw grids={g}", "jigsaw", {**j, "grids": g}, "plain")
+            for g in ((2,), (3,), (4,), (6,), (2, 3, 4), (4, 6, 8))
+        ],
+        "options": [
+            ("jigsaw no offsets", "jigsaw", {**j, "offsets": False}, "plain"),
+            ("jigsaw prob weighting", "jigsaw", {**j, "weighting": "prob"}, "plain"),
+            ("jigsaw grad x input", "jigsaw", {**j, "reduction": "gradxinput"}, "plain"),
+            ("jigsaw L2", "jigsaw", {**j, "reduction": "l2"}, "plain"),
+            ("jigsaw smooth 2px", "jigsaw", {**j, "smooth_sigma": 2.0}, "plain"),
+            ("jigsaw + intact", "jigsaw", {**j, "include_intact": True}, "plain"),
+        ],
+        "2x2 classifier x maps": [
+            (f"{m}@{c}", m, ({**j} if m in ("jigsaw", "smoothgrad", "cropsal") else {}), c)
+            for c in ("plain", "jigsaw-aug")
+            for m in ("cam", "gradcam", "saliency", "smoothgrad", "cropsal", "jigsaw")
+        ],
+        "CAM-seeded region filled by": [
+            (
+                f"region + {f}",
+                "jigsaw-cam",
+                {"filler": f, **({"samples": samples} if f in ("jigsaw", "smoothgrad", "cropsal") else {})},
+                "plain",
+            )
+            for f in ("saliency", "smoothgrad", "cropsal", "jigsaw")
+        ]
+        + [
+            (
+                "region + grad x input",
+                "jigsaw-cam",
+                {"filler": "saliency", "reduction": "gradxinput"},
+                "plain",
+            ),
+            (
+                "region + jigsaw fine grids",
+                "jigsaw-cam",
+                {"filler": "jigsaw", "samples": samples, "grids": (8, 12)},
+                "plain",
+            ),
+            ("region + CAM (control)", "jigsaw-cam", {"filler": "cam"}, "plain"),
+        ],
+        "randomized weights (sanity)": [
+            (f"{m}@random", m, ({**j} if m == "jigsaw" else {}), "random")
+            for m in ("cam", "saliency", "jigsaw")
+        ],
+    }
+
+
+def effective_receptive_field(model: torch.nn.Module, size: int = 96, device="cpu") -> dict:
+    """Gradient of the centre feature cell (summed over channels) w.r.t. a random input: the radius (px)
+    holding 95 % of the absolute gradient mass around the centre, and the theoretical extent."""
+    model = model.to(device).eval()
+    x = torch.rand(1, 3, size, size, device=device, requires_grad=True)
+    feats = model.features(x)
+    h, w = feats.shape[-2:]
+    (g,) = torch.autograd.grad(feats[0, :, h // 2, w // 2].sum(), x)
+    mass = g.abs().sum(1)[0]
+    cy = cx = (size - 1) / 2
+    yy, xx = torch.meshgrid(
+        torch.arange(size, device=device), torch.arange(size, device=device), indexing="ij"
+    )
+    r = torch.maximum((yy - cy).abs(), (xx - cx).abs())
+    order = torch.argsort(r.flatten())
+    cum = torch.cumsum(mass.flatten()[order], 0) / mass.sum().clamp_min(1e-12)
+    r95 = float(r.flatten()[order][torch.searchsorted(cum, torch.tensor(0.95, device=device))])
+    support = r.flatten()[mass.flatten() > 1e-8 * mass.max()]
+    return {
+        "effective_radius95_px": r95,
+        "theoretical_radius_px": float(support.max()) if support.numel() else 0.0,
+        "stride": int(getattr(model, "stride", 0)),
+        "input": size,
+    }
+
+
+def run_ablation(
+    run: Run,
+    groups: list[str] | None = None,
+    samples: int = 16,
+    jigsaw_aug: float = 0.5,
+    progress: bool = True,
+) -> dict:
+    from wsss.scoring import score_method
+
+    variants = study_variants(samples)
+    groups = groups or list(variants)
+    unknown = [g for g in groups if g not in variants]
+    if unknown:
+        from wsss.errors import ConfigError
+
+        raise ConfigError(f"unknown study group(s) {unknown}; available: {list(variants)}")
+    needs = {c for g in groups for *_, c in variants[g]}
+    if "jigsaw-aug" in needs and not run.classifier_path("jigsaw-aug").exists():
+        log(f"training the jigsaw-augmented classifier (P = {jigsaw_aug})")
+        train_cls(run, name="jigsaw-aug", jigsaw_aug=jigsaw_aug, progress=progress)
+    device = resolve_device(run.cfg.device)
+    rf = effective_receptive_field(load_cls(run), size=_side(run), device=device)
+    run.update_results("ablation", "receptive_field", value=rf)
+    log(
+        f"effective receptive field (95% mass) radius {rf['effective_radius95_px']:.0f} px, "
+        f"theoretical {rf['theoretical_radius_px']:.0f} px, stride {rf['stride']}"
+    )
+    done = run.results().get("ablation", {}).get("variants", {})
+    tables = []
+    for group in groups:
+        rows = []
+        for name, method, opts, clf in variants[group]:
+            if name not in done:
+                done[name] = _score_variant(
+                    run, name, method, opts, clf, samples, device, progress, score_method
+                )
+                run.update_results("ablation", "variants", name, value=done[name])
+            v = done[name]
+            rows.append(
+                [
+                    name,
+                    f"{v['tune_miou'] * 100:.1f}",
+                    f"{v['fixed_t']:.2f}",
+                    f"{v['miou'] * 100:.1f}",
+                    f"{v['best_miou'] * 100:.1f}",
+                    f"{v['precision'] * 100:.1f}",
+                    f"{v['recall'] * 100:.1f}",
+                    "-" if v["ndr_recall"] is None else f"{v['ndr_recall'] * 100:.1f}",
+                    f"{v['seconds_per_image']:.3f}",
+                ]
+            )
+        tables.append(
+            {
+                "title": group,
+                "columns": [
+                    "variant",
+                    "tune mIoU",
+                    "t (tune)",
+                    "mIoU@t",
+                    "best",
+                    "prec",
+                    "rec",
+                    "NDR rec",
+                    "s/img",
+                ],
+                "rows": rows,
+                "command": f"wsss ablate --run {run.path} --group '{group}'",
+            }
+        )
+        run.update_results(
+            "ablation",
+            "tables",
+            value=_merge_tables(run.results().get("ablation", {}).get("tables", []), tables),
+        )
+    return run.results()["ablation"]
+
+
+def _merge_tables(old: list, new: list) -> list:
+    titles = {t["title"] for t in new}
+    return [t for t in old if t["title"] not in titles] + new
+
+
+def _side(run: Run) -> int:
+    ds = run.dataset(run.cfg.score_split)
+    return int(ds.image(ds.ids[0]).shape[0])
+
+
+def _score_variant(run, name, method, opts, clf, samples, device, progress, score_method) -> dict:
+    from wsss.mapsio import save_maps
+
+    safe = "".join(ch if ch.isalnum() or ch in "-_=." else "_" for ch in name)
+    maps_dir = run.path / "maps" / "ablate" / safe
+    maps_dir.mkdir(parents=True, exist_ok=True)
+    if clf == "random":
+        from wsss.train.classifier import load_classifier
+
+        model = load_classifier(run.classifier_path("plain"), device)
+        torch.manual_seed(run.cfg.seed)
+        for m in model.modules():  # Adebayo et al. 2018: re-initialize every layer
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+    else:
+        model = load_cls(run, clf)
+    loc = localize.create(
+        method, model, **({"seed": run.cfg.seed} if method not in ("cam", "gradcam") else {}), **opts
+    )
+    from wsss.data.transforms import to_tensor
+
+    ids = [(s, i) for s in (run.cfg.score_split, run.cfg.tune_split) for i in run.dataset(s).ids]
+    t0, n = time.time(), 0
+    for split, image_id in ids:
+        path = maps_dir / f"{image_id}.npz"
+        if path.exists():
+            continue
+        ds = run.dataset(split)
+        x = to_tensor(ds.image(image_id))[None].to(device)
+        y = torch.from_numpy(ds.labels(image_id))[None].to(device)
+        maps = loc.attribute(x, y, ids=[image_id])[0].cpu().numpy()
+        cls = torch.nonzero(y[0]).flatten().cpu().numpy()
+        save_maps(path, maps[cls], cls + 1)
+        n += 1
+    spi = (time.time() - t0) / max(n, 1)
+    norm = run.cfg.pseudo.norm_for(method)
+    summ = score_method(
+        run,
+        maps_dir,
+        norm,
+        masks_dir=run.path / "masks" / "ablate" / safe,
+        reference_dir=run.maps_dir("cam") if run.maps_dir("cam").is_dir() else None,
+        progress=progress,
+    )
+    out = {
+        "method": method,
+        "options": {k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()},
+        "classifier": clf,
+        "tune_miou": summ["tune"]["best"]["miou"] if summ["tune"] else None,
+        "fixed_t": summ["fixed"]["t"],
+        "miou": summ["fixed"]["miou"],
+        "best_miou": summ["best"]["miou"],
+        "precision": summ["fixed"]["precision"],
+        "recall": summ["fixed"]["recall"],
+        "ndr_recall": summ["ndr_recall"],
+        "ap": summ["ap"],
+        "robust_width": summ["robust_width"],
+        "seconds_per_image": spi,
+    }
+    log(
+        f"  {name:<32} tune {out['tune_miou'] * 100:.1f}  train@t {out['miou'] * 100:.1f}  "
+        f"P {out['precision'] * 100:.1f} R {out['recall'] * 100:.1f}"
+    )
+    return out
