@@ -41,7 +41,7 @@ def _check_image(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
         raise ValueError(f"image must be uint8 (H, W, 3), got {image.dtype} {image.shape}")
     if image.shape[:2] != tuple(hw):
         raise ValueError(f"image is {image.shape[:2]}, the probabilities/labels are {tuple(hw)}")
-    return np.ascontiguousarray(image)
+    return np.array(image, dtype=np.uint8, order="C", copy=True)  # pydensecrf needs a writable buffer
 
 
 def _mean_field(image: np.ndarray, unary: np.ndarray, iters: int, sxy_gauss: float, compat_gauss: float,

@@ -193,13 +193,30 @@ def build_localizer(run: Run, method: str, classifier: str = "plain"):
         path = run.path / "amn.pt"
         if not path.exists():
             raise RunDirError(f"{path}: no trained AMN (run `wsss train-amn --run {run.path}` first)")
+        from wsss.train.amn import IRLabels
+
         model = load_amn(path, run.device)
-    else:
-        model = load_cls(run, classifier)
+        # AMN's official inference: its own flip/scales over logits, raw probabilities kept on the
+        # confident background of its training labels
+        src = run.maps_dir(run.cfg.amn.from_maps)
+        labels = IRLabels.from_config(src, run.cfg.amn, dataset=run.dataset(run.cfg.train_split))
+        opts = {"scales": tuple(run.cfg.maps.multiscale), "ir_labels": _SafeLabels(labels, src)}
+        return localize.create(method, model, **{**opts, **method_options(run, method)})
+    model = load_cls(run, classifier)
     loc = localize.create(method, model, **method_options(run, method))
     if run.cfg.maps.multiscale != (1.0,) or run.cfg.maps.flip:
         loc = localize.base.MultiScale(loc, run.cfg.maps.multiscale, run.cfg.maps.flip)
     return loc
+
+
+class _SafeLabels:
+    """AMN's confident-background labels where the source maps exist for an image (None elsewhere)."""
+
+    def __init__(self, labels, maps_dir: Path):
+        self.labels, self.maps_dir = labels, maps_dir
+
+    def __call__(self, image_id):
+        return self.labels(image_id) if (self.maps_dir / f"{image_id}.npz").exists() else None
 
 
 def map_ids(run: Run, extra_splits: tuple[str, ...] = ()) -> list[str]:
@@ -404,6 +421,8 @@ def train_amn(run: Run, from_maps: str = "cam", progress: bool = True) -> dict:
     maps_dir = run.maps_dir(from_maps)
     if not maps_dir.is_dir():
         make_maps(run, from_maps, splits=(run.cfg.train_split,), progress=progress)
+    ckpt = torch.load(run.classifier_path(), map_location="cpu", weights_only=True)
+    arch_kwargs = {} if ckpt.get("output_stride") is None else {"output_stride": ckpt["output_stride"]}
     with timed(run, "train-amn"):
         res = _train(
             run.dataset(run.cfg.train_split),
@@ -414,6 +433,8 @@ def train_amn(run: Run, from_maps: str = "cam", progress: bool = True) -> dict:
             run.device,
             seed=run.cfg.seed,
             progress=progress,
+            arch=ckpt["arch"],
+            arch_kwargs=arch_kwargs,
         )
     run.update_results("amn", value=res)
     return res

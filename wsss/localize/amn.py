@@ -87,7 +87,10 @@ class AMNLocalizer(Localizer):
         return maps
 
     def _background(self, image_id, size) -> torch.Tensor:
-        label = torch.as_tensor(np.asarray(self.ir_labels(image_id)))
+        raw = self.ir_labels(image_id)
+        if raw is None:  # no training label for this image: every pixel is min-max normalized
+            return torch.zeros(tuple(size), dtype=torch.bool)
+        label = torch.as_tensor(np.asarray(raw))
         if tuple(label.shape) != tuple(size):
             label = F.interpolate(label[None, None].float(), size=tuple(size), mode="nearest")[0, 0]
         return label == 0
