@@ -29,7 +29,9 @@ app.add_typer(data_app, name="data")
 
 _STATE = {"debug": False}
 
-RunOpt = typer.Option(..., "--run", help="Run directory (created by `wsss run --out`).")
+RunOpt = typer.Option(..., "--run", "--run-dir",
+                      help="Run directory (created by `wsss run --out`). Under torchrun write --run-dir: torchrun's own "
+                           "parser mistakes --run for its --run-path.")
 DeviceOpt = typer.Option(None, "--device", help="auto | cpu | cuda (default: the run's config, auto).")
 
 
@@ -119,6 +121,29 @@ def data_synth(
     t0 = time.time()
     write_benchmark(out, cfg)
     print(f"wrote {out} in {time.time() - t0:.1f} s (hash {dataset_hash(out)[:12]})")
+
+
+@data_app.command("make-tune")
+def data_make_tune(
+    root: Path = typer.Argument(..., help="VOC-layout folder with train_aug.txt and train.txt."),
+    size: int = typer.Option(1464, "--size", help="Images in the tune split."),
+    seed: int = typer.Option(0, "--seed"),
+):
+    """Write ImageSets/Segmentation/tune.txt: a seeded subset of train_aug minus train (choose defaults there).
+    Example: `wsss data make-tune /data/VOC2012`."""
+    import random
+
+    from wsss.data.voc import read_split
+    from wsss.errors import DataError
+
+    aug, train = read_split(root, "train_aug"), set(read_split(root, "train"))
+    pool = sorted(i for i in aug if i not in train)
+    if len(pool) < size:
+        raise DataError(f"{root}: only {len(pool)} train_aug images outside train, asked for {size}")
+    ids = sorted(random.Random(seed).sample(pool, size))
+    path = root / "ImageSets" / "Segmentation" / "tune.txt"
+    path.write_text("\n".join(ids) + "\n")
+    print(f"wrote {path} ({size} images, seed {seed})")
 
 
 @data_app.command("info")
@@ -231,7 +256,7 @@ def maps(
     device: str = DeviceOpt,
 ):
     """Maps, streamed to RUN/maps/<method>/, resumable, sharded under torchrun.
-    Example: `torchrun --nproc-per-node 2 -m wsss maps --run runs/r1 --method jigsaw`."""
+    Example: `torchrun --nproc-per-node 2 -m wsss maps --run-dir runs/r1 --method jigsaw`."""
     from wsss.pipeline import make_maps, maps_key
 
     r = _run(run_dir, device)
