@@ -33,7 +33,9 @@ class Localizer(ABC):
 
     def __init__(self, model: nn.Module, seed: int = 0, **options):
         if options:
-            raise TypeError(f"{type(self).__name__} got unknown options: {', '.join(sorted(options))}")
+            from wsss.errors import ConfigError
+
+            raise ConfigError(f"{type(self).__name__} got unknown options: {', '.join(sorted(options))}")
         self.model = model
         self.seed = int(seed)
 

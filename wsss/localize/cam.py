@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from wsss.errors import ConfigError
 from wsss.localize.base import Localizer, capture, present_classes, upsample
 
 
@@ -34,7 +35,11 @@ class GradCAM(Localizer):
     def __init__(self, model: nn.Module, layer: str = "features", seed: int = 0, **options):
         super().__init__(model, seed=seed, **options)
         self.layer = layer
-        self.module = model.get_submodule(layer)
+        try:
+            self.module = model.get_submodule(layer)
+        except AttributeError:
+            names = ", ".join(n for n, _ in model.named_modules() if n.count(".") <= 1 and n)
+            raise ConfigError(f"Grad-CAM layer {layer!r} not in the model; try one of: {names}") from None
 
     def weights(self, grads: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
         """``(B, D)`` channel weights from the gradient and the activation ``(B, D, h, w)``."""
