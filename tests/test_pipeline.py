@@ -75,3 +75,12 @@ def test_existing_run_dir_is_refused_without_force(finished_run):
     with pytest.raises(RunDirError, match="--resume"):
         Run.create(finished_run.path, finished_run.cfg)
     assert (finished_run.path / "results.json").exists()
+
+
+def test_pseudo_with_crf_writes_its_own_key(finished_run):
+    pytest.importorskip("pydensecrf.densecrf", reason="dense CRF needs the [crf] extra")
+    res = pseudo(finished_run, "cam", crf=True, progress=False)
+    results = finished_run.results()["methods"]
+    assert "cam+crf" in results and results["cam"]["fixed"] != {}
+    assert res["seconds_per_image"] > results["cam"]["seconds_per_image"]  # the CRF time is added
+    assert len(list(finished_run.masks_dir("cam+crf").glob("*.png"))) == len(finished_run.dataset("train").ids)
