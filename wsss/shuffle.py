@@ -99,20 +99,40 @@ def coverage(index: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 def random_plans(height: int, width: int, n: int, grids: tuple[int, ...], generator: torch.Generator,
-                 offsets: bool = True, align: int = 1) -> torch.Tensor:
+                 offsets: bool = True, align: int = 1, device: torch.device | str = "cpu") -> torch.Tensor:
     """``(n, H*W)`` indices of ``n`` random shuffles: grid drawn from ``grids``, a uniform offset in
     ``[0, patch)`` per axis when ``offsets``, a uniform random permutation. ``align > 1`` makes patch
-    sizes and offsets multiples of ``align`` (a feature stride)."""
-    rows = []
+    sizes and offsets multiples of ``align`` (a feature stride).
+
+    The draws come from ``generator`` (CPU) in a fixed order per shuffle (grid, offsets, permutation), so
+    drawing ``n`` at once equals drawing them one by one; the index arithmetic is vectorized and runs
+    on ``device`` (what :func:`make_plan` does for one shuffle, for all ``n``).
+    """
+    params, perms = [], []
     for _ in range(n):
         g = grids[int(torch.randint(len(grids), (1,), generator=generator))]
         ph = math.ceil(height / g / align) * align
         pw = math.ceil(width / g / align) * align
         if offsets:
-            off = (int(torch.randint(ph // align, (1,), generator=generator)) * align,
-                   int(torch.randint(pw // align, (1,), generator=generator)) * align)
+            dy = int(torch.randint(ph // align, (1,), generator=generator)) * align
+            dx = int(torch.randint(pw // align, (1,), generator=generator)) * align
         else:
-            off = (0, 0)
-        perm = torch.randperm(g * g, generator=generator)
-        rows.append(make_plan(height, width, g, off, perm, patch=(ph, pw)).index)
-    return torch.stack(rows)
+            dy = dx = 0
+        perms.append(torch.randperm(g * g, generator=generator))
+        params.append((g, ph, pw, dy, dx))
+    if n == 0:
+        return torch.zeros(0, height * width, dtype=torch.long, device=device)
+    table = torch.zeros(n, max(p.numel() for p in perms), dtype=torch.long)
+    for k, p in enumerate(perms):
+        table[k, : p.numel()] = p
+    g, ph, pw, dy, dx = (t.view(n, 1, 1) for t in torch.tensor(params, dtype=torch.long, device=device).unbind(1))
+    table = table.to(device)
+    i = torch.arange(height, device=device).view(1, -1, 1)
+    j = torch.arange(width, device=device).view(1, 1, -1)
+    dest = (i // ph) * g + (j // pw)  # (n, H, W) output patch of each output pixel
+    src = table.gather(1, dest.reshape(n, -1)).view(n, height, width)
+    pr = ((src // g) * ph + i % ph - dy) % (g * ph)  # rolled canvas -> padded canvas
+    pc = ((src % g) * pw + j % pw - dx) % (g * pw)
+    inside = (pr < height) & (pc < width)
+    flat = torch.where(inside, pr * width + pc, torch.full_like(pr, height * width))
+    return flat.reshape(n, -1)

@@ -27,7 +27,7 @@ import hashlib
 import math
 import os
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -45,13 +45,16 @@ class SynthConfig:
     size: int = 96
     images: int = 480  # train_aug; train = images // 3 of them, tune = images // 4 others, val = images // 3
     num_classes: int = 6
-    group_size: int = 2
+    group_size: int = 3
     min_objects: int = 1
     max_objects: int = 3
     body_radius: tuple[float, float] = (0.22, 0.32)  # semi-major axis, fraction of the side
     body_aspect: tuple[float, float] = (0.5, 0.75)  # minor / major
-    part_frac: float = 0.08  # part area / object area
-    body_signal: float = 0.04  # class-specific hue shift of the body inside its group (0 = fully shared)
+    part_frac: float = 0.06  # part area / object area
+    part_offset: float = 0.5  # part centre along the major axis, fraction of the semi-major axis (inside the body)
+    body_signal: float = 0.0  # class-specific hue shift of the body inside its group (0 = fully shared)
+    camouflage: float = 0.3  # probability that the background is a body texture in a group colour
+    distractors: float = 0.5  # expected number of unlabelled part-less bodies per image (background)
     background_bias: float = 0.0  # probability that the background comes from the first class's photo
     occlusion: float = 0.5  # probability that an object may overlap earlier ones
     void_border: int = 1  # width in px of the void (255) band around objects, as VOC
@@ -67,7 +70,7 @@ _PHOTOS = ("coffee", "astronaut", "chelsea", "rocket", "hubble_deep_field", "imm
 _TEXTURES = ("brick", "grass", "gravel")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _source(name: str) -> np.ndarray:
     """A scikit-image sample as float RGB in [0, 1] (textures stay grayscale, tinted later)."""
     from skimage import data
@@ -105,6 +108,8 @@ def _hsv(h: float, s: float, v: float) -> tuple[float, float, float]:
 
 
 def _background(cfg: SynthConfig, rng: np.random.Generator, first_class: int) -> np.ndarray:
+    if cfg.camouflage > 0 and rng.random() < cfg.camouflage:  # body-like texture: bodies are weak evidence
+        return _body_texture(cfg, int(rng.integers(cfg.num_classes)), rng)
     if cfg.background_bias > 0 and rng.random() < cfg.background_bias:
         name = _PHOTOS[first_class % len(_PHOTOS)]
     else:
@@ -127,6 +132,17 @@ def _body_texture(cfg: SynthConfig, cls: int, rng: np.random.Generator) -> np.nd
     return _tint(tex, rgb, strength=0.9)
 
 
+def _part_distance(a: float, b: float, r: float, offset: float) -> float:
+    """Distance from the body centre (along the major axis) of a part disc of radius ``r``: ``offset * a``,
+    pulled inwards until the disc lies inside the ellipse with semi-axes ``a``, ``b`` (with a 1 px rim)."""
+    t = np.linspace(0, 2 * math.pi, 90, endpoint=False)
+    ex, ey = a * np.cos(t), b * np.sin(t)
+    d = offset * a
+    while d > 0 and np.min(np.hypot(ex - d, ey)) < r + 1.0:
+        d -= 0.5
+    return max(d, 0.0)
+
+
 def _part_pattern(cfg: SynthConfig, cls: int, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
     hue = (cls * 0.618034 + 0.11) % 1.0
     angle = math.pi * cls / max(cfg.num_classes, 1)
@@ -136,19 +152,21 @@ def _part_pattern(cfg: SynthConfig, cls: int, yy: np.ndarray, xx: np.ndarray) ->
     return np.where(stripes[..., None], a, b)
 
 
-def _object(cfg: SynthConfig, cls: int, rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray):
-    """Return (rgb image of the object, boolean mask) for one object of class ``cls``."""
+def _object(cfg: SynthConfig, cls: int, rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray,
+            distractor: bool = False):
+    """Return (rgb image of the object, boolean mask) for one object of class ``cls``; a ``distractor``
+    has the body of ``cls`` but no part (it is background)."""
     n = cfg.size
     a = rng.uniform(*cfg.body_radius) * n
     b = a * rng.uniform(*cfg.body_aspect)
     r = math.sqrt(cfg.part_frac * a * b)  # the part: a disc with area part_frac of the object
-    margin = 0.35 * a
+    d = _part_distance(a, b, r, cfg.part_offset)
+    margin = 0.6 * a  # most of the body inside the image
     for _ in range(50):  # the part must lie fully inside the image
         theta = rng.uniform(0, 2 * math.pi)
         cy, cx = rng.uniform(margin, n - margin), rng.uniform(margin, n - margin)
         c, s = math.cos(theta), math.sin(theta)
-        end = a - 0.3 * r  # at one end of the major axis
-        py, px = cy + end * s, cx + end * c
+        py, px = cy + d * s, cx + d * c
         if r <= py <= n - 1 - r and r <= px <= n - 1 - r:
             break
     u = (xx - cx) * c + (yy - cy) * s
@@ -158,8 +176,10 @@ def _object(cfg: SynthConfig, cls: int, rng: np.random.Generator, yy: np.ndarray
     rgb = _body_texture(cfg, cls, rng)
     shade = 1.0 - 0.25 * np.clip((u / a) ** 2 + (v / b) ** 2, 0, 1)  # a little volume
     rgb = rgb * shade[..., None]
+    if distractor:
+        return rgb, body, part & False
     rgb = np.where(part[..., None], _part_pattern(cfg, cls, yy - py, xx - px), rgb)
-    return rgb, body | part
+    return rgb, body | part, (yy - py) ** 2 + (xx - px) ** 2 <= (r + 2) ** 2
 
 
 def render(cfg: SynthConfig, split: str, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -170,17 +190,24 @@ def render(cfg: SynthConfig, split: str, index: int) -> tuple[np.ndarray, np.nda
     k = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
     classes = rng.choice(cfg.num_classes, size=min(k, cfg.num_classes), replace=False)
     img = _background(cfg, rng, int(classes[0]))
+    for _ in range(int(rng.poisson(cfg.distractors)) if cfg.distractors > 0 else 0):
+        rgb, m, _ = _object(cfg, int(rng.integers(cfg.num_classes)), rng, yy, xx, distractor=True)
+        img = np.where(m[..., None], rgb, img)
     mask = np.zeros((n, n), np.uint8)
     occupied = np.zeros((n, n), bool)
+    parts = np.zeros((n, n), bool)  # the parts drawn so far: never occluded (each label keeps its evidence)
     for cls in classes:
         for _attempt in range(20):
-            rgb, m = _object(cfg, int(cls), rng, yy, xx)
+            rgb, m, p = _object(cfg, int(cls), rng, yy, xx)
             overlap = (m & occupied).sum() / max(m.sum(), 1)
-            if overlap == 0 or (rng.random() < cfg.occlusion and overlap < 0.35):
+            if not (m & parts).any() and (overlap == 0 or (rng.random() < cfg.occlusion and overlap < 0.35)):
                 break
+        else:
+            continue  # no room for this object
         img = np.where(m[..., None], rgb, img)
         mask[m] = cls + 1
         occupied |= m
+        parts |= p
     for cls in np.unique(mask[mask > 0]):  # drop objects occluded to almost nothing
         if (mask == cls).sum() < 20:
             mask[mask == cls] = 0

@@ -23,8 +23,15 @@ class SmoothGrad(GradientLocalizer):
 
     def views(self, x, start, generator):
         std = self.sigma * (x[0].max() - x[0].min()).detach()
-        noise = torch.stack([torch.randn(x.shape[1:], generator=generator) for _ in range(x.shape[0])])
-        return x + noise.to(x.device) * std, None
+        if x.device.type == "cpu":
+            noise = torch.stack([torch.randn(x.shape[1:], generator=generator) for _ in range(x.shape[0])])
+        else:  # draw on the device (no host->device copy): one device generator per view, seeded in order
+            noise = torch.stack([
+                torch.randn(x.shape[1:], device=x.device, generator=torch.Generator(device=x.device).manual_seed(
+                    int(torch.randint(2**62, (1,), generator=generator))))
+                for _ in range(x.shape[0])
+            ])
+        return x + noise * std, None
 
 
 class CropSaliency(GradientLocalizer):

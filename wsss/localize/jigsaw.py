@@ -46,19 +46,18 @@ class Jigsaw(GradientLocalizer):
         self.grids = _grids(grids)
         self.offsets, self.include_intact, self.fill = bool(offsets), bool(include_intact), float(fill)
 
-    def plans(self, n: int, start: int, h: int, w: int, generator: torch.Generator) -> torch.Tensor:
+    def plans(self, n: int, start: int, h: int, w: int, generator: torch.Generator,
+              device: torch.device | str = "cpu") -> torch.Tensor:
         """``(n, H*W)`` shuffle indices of views ``start .. start+n-1``."""
-        rows = []
-        for k in range(start, start + n):
-            if k == 0 and self.include_intact:
-                rows.append(torch.arange(h * w))
-            else:
-                rows.append(random_plans(h, w, 1, self.grids, generator, self.offsets)[0])
-        return torch.stack(rows)
+        intact = self.include_intact and start == 0
+        idx = random_plans(h, w, n - intact, self.grids, generator, self.offsets, device=device)
+        if intact:
+            idx = torch.cat([torch.arange(h * w, device=device)[None], idx])
+        return idx
 
     def views(self, x, start, generator):
         n, _, h, w = x.shape
-        idx = self.plans(n, start, h, w, generator).to(x.device)
+        idx = self.plans(n, start, h, w, generator, x.device)
         return apply_plan(x, idx, self.fill), coverage(idx, h, w)
 
 
@@ -86,7 +85,7 @@ class ShuffleCAM(Localizer):
             cov = images.new_zeros(1, h * w + 1)
             for start in range(0, self.samples, self.chunk_size):
                 n = min(self.chunk_size, self.samples - start)
-                idx = random_plans(h, w, n, self.grids, gen, self.offsets, align=self.align).to(images.device)
+                idx = random_plans(h, w, n, self.grids, gen, self.offsets, align=self.align, device=images.device)
                 shuffled = apply_plan(images[i : i + 1].expand(n, -1, -1, -1), idx, self.fill)
                 cams = torch.einsum("kd,ndhw->nkhw", weight, self.model.features(shuffled)).relu()
                 cams = upsample(cams, (h, w)).flatten(2)  # (n, K, H*W), in shuffled positions
