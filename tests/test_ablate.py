@@ -29,3 +29,15 @@ def test_ablation_group_scores_every_variant(tiny_data, tmp_path):
         v = abl["variants"][name]
         assert 0 <= v["miou"] <= 1 and v["tune_miou"] is not None
     assert abl["receptive_field"]["stride"] == 8
+
+
+def test_region_grid_is_chosen_on_tune(tiny_data, tmp_path):
+    from wsss.ablate import region_grid
+
+    run = Run.create(tmp_path / "r", tiny_config(tiny_data, train_segmenter=False))
+    run_pipeline(run, ["cam", "saliency"], progress=False)
+    chosen = region_grid(run, fillers=("saliency",), thresholds=(0.5, 0.7), dilations=(2, 4), progress=False)
+    grid = run.results()["ablation"]["region_grid"]
+    assert len(grid) == 4
+    name, best = chosen["saliency"]
+    assert best["tune_miou"] == max(v["tune_miou"] for v in grid.values())

@@ -378,6 +378,8 @@ def ablate(
     group: list[str] = typer.Option(None, "--group", help="Study group(s) (default: all); see wsss/ablate.py."),
     samples: int = typer.Option(16, "--samples", help="N for the sampling methods."),
     jigsaw_aug: float = typer.Option(0.5, "--jigsaw-aug", help="P for the jigsaw-augmented classifier."),
+    region_grid: bool = typer.Option(False, "--region-grid", help="Seed threshold x dilation of the CAM-seeded "
+                                     "region, from stored maps (chosen on tune)."),
     device: str = DeviceOpt,
 ):
     """The jigsaw study into results.json["ablation"] + the report. Example: `wsss ablate --run runs/r1 --group 'samples N'`."""
@@ -385,7 +387,12 @@ def ablate(
     from wsss.pipeline import report as _report
 
     r = _run(run_dir, device)
-    run_ablation(r, groups=group or None, samples=samples, jigsaw_aug=jigsaw_aug)
+    if region_grid:
+        from wsss.ablate import region_grid as _grid
+
+        _grid(r)
+    if group or not region_grid:
+        run_ablation(r, groups=group or None, samples=samples, jigsaw_aug=jigsaw_aug)
     print(f"wrote {_report(r)}")
 
 
