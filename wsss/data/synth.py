@@ -9,10 +9,15 @@ It reproduces the WSSS phenomenon under study. Every class has
 * a **body** (a large textured ellipse) whose appearance is shared by the classes of its *group*
   (``group_size`` classes per group): weak, partly shared evidence, with only a faint class-specific
   tint (``body_signal``);
-* a small **part** (a disc with a class-unique colour and stripe orientation at one end of the body,
-  ``part_frac`` of the object area): strong evidence.
+* a small **part** (a disc with a class-unique colour and stripe orientation inside the body, towards
+  one end, ``part_frac`` of the object area): strong evidence. Parts are never occluded.
 
-A classifier therefore finds each class from its part, and CAM covers the part and little of the
+Body textures also serve as whole backgrounds (``camouflage``), and unlabelled part-less bodies can be
+scattered behind the objects (``distractors``), so a body alone is weak evidence. Objects are large
+(most of the body inside the image) because the CAM blob of a small CNN around a part is ~50 px wide
+whatever the image side: the body must extend well beyond it.
+
+A classifier therefore finds each class from its part, and CAM covers the part and less of the
 body. Knobs: image side, images per split, classes, objects per image, part size and body signal
 (how discriminative the part is), class-correlated backgrounds (co-occurrence bias), occlusion.
 
@@ -42,19 +47,19 @@ class SynthConfig:
     """Knobs of the benchmark (defaults frozen)."""
 
     seed: int = 0
-    size: int = 96
+    size: int = 128
     images: int = 480  # train_aug; train = images // 3 of them, tune = images // 4 others, val = images // 3
     num_classes: int = 6
     group_size: int = 3
     min_objects: int = 1
-    max_objects: int = 3
-    body_radius: tuple[float, float] = (0.22, 0.32)  # semi-major axis, fraction of the side
-    body_aspect: tuple[float, float] = (0.5, 0.75)  # minor / major
-    part_frac: float = 0.06  # part area / object area
-    part_offset: float = 0.5  # part centre along the major axis, fraction of the semi-major axis (inside the body)
+    max_objects: int = 2
+    body_radius: tuple[float, float] = (0.36, 0.48)  # semi-major axis, fraction of the side
+    body_aspect: tuple[float, float] = (0.55, 0.8)  # minor / major
+    part_frac: float = 0.03  # part area / object area
+    part_offset: float = 0.45  # part centre along the major axis, fraction of the semi-major axis (inside the body)
     body_signal: float = 0.0  # class-specific hue shift of the body inside its group (0 = fully shared)
     camouflage: float = 0.3  # probability that the background is a body texture in a group colour
-    distractors: float = 0.5  # expected number of unlabelled part-less bodies per image (background)
+    distractors: float = 0.0  # expected number of unlabelled part-less bodies per image (background)
     background_bias: float = 0.0  # probability that the background comes from the first class's photo
     occlusion: float = 0.5  # probability that an object may overlap earlier ones
     void_border: int = 1  # width in px of the void (255) band around objects, as VOC
