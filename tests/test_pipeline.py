@@ -84,3 +84,13 @@ def test_pseudo_with_crf_writes_its_own_key(finished_run):
     assert "cam+crf" in results and results["cam"]["fixed"] != {}
     assert res["seconds_per_image"] > results["cam"]["seconds_per_image"]  # the CRF time is added
     assert len(list(finished_run.masks_dir("cam+crf").glob("*.png"))) == len(finished_run.dataset("train").ids)
+
+
+def test_summarize_runs_mean_and_sd(finished_run):
+    from wsss.pipeline import summarize_runs
+
+    table = summarize_runs([finished_run, finished_run])
+    cam = table["methods"]["cam"]["miou"]
+    assert cam["n"] == 2 and cam["sd"] == 0.0
+    assert cam["mean"] == finished_run.results()["methods"]["cam"]["fixed"]["miou"]
+    assert table["segmentation"]["gt"]["n"] == 2

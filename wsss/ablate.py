@@ -249,8 +249,8 @@ def _score_variant(run, name, method, opts, clf, samples, device, progress, scor
     return out
 
 
-def region_grid(run: Run, fillers: tuple[str, ...] = ("jigsaw", "saliency"),
-                thresholds: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8), dilations: tuple[int, ...] = (4, 8, 14, 20),
+def region_grid(run: Run, fillers: tuple[str, ...] = ("jigsaw", "saliency", "smoothgrad", "cropsal"),
+                thresholds: tuple[float, ...] = (0.3, 0.5, 0.7), dilations: tuple[int, ...] = (4, 10, 16, 24),
                 progress: bool = True) -> dict:
     """The CAM-seeded region (``jigsaw-cam``) as a grid over seed threshold x dilation, for each filler map
     already in the run (``RUN/maps/<filler>``), built offline from the stored CAM and filler maps (the

@@ -218,9 +218,11 @@ def demo(
     resume: bool = typer.Option(False, "--resume", help="Continue an existing run directory."),
 ):
     """`data synth` + `run` on the built-in benchmark. Example: `wsss demo --quick`."""
+    from wsss.pipeline import Run
     from wsss.pipeline import demo as _demo
 
     _demo(out, quick=quick, device=device, force=force, resume=resume)
+    _summary(Run(out))
 
 
 @app.command("train-cls")
@@ -408,6 +410,31 @@ def bench(
     from wsss.bench import format_bench, run_bench
 
     print(format_bench(run_bench(arch=arch, size=size, samples=samples, device=device, out=out)))
+
+
+@app.command()
+def summarize(
+    runs: list[Path] = typer.Argument(..., help="Run directories of the same study with different seeds."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """Mean +- sd over runs (seeds) of every method's scores. Example: `wsss summarize runs/s0 runs/s1 runs/s2`."""
+    from wsss.pipeline import Run, summarize_runs
+
+    table = summarize_runs([Run(r) for r in runs])
+    if as_json:
+        print(json.dumps(table, indent=1))
+        return
+    print(f"{len(runs)} runs; mean +- sd (percent)")
+    print(f"{'method':<24}{'mIoU@fixed':>16}{'best':>16}{'precision':>16}{'recall':>16}{'NDR recall':>16}")
+    for key, row in sorted(table["methods"].items(), key=lambda kv: -kv[1]["miou"]["mean"]):
+        cells = [row[c] for c in ("miou", "best", "precision", "recall", "ndr_recall")]
+        print(f"{key:<24}" + "".join(f"{_pm(c):>16}" for c in cells))
+    for key, row in sorted(table["segmentation"].items()):
+        print(f"segmenter on {key:<12} val mIoU {_pm(row)}")
+
+
+def _pm(c) -> str:
+    return "-" if c is None or c["mean"] is None else f"{100 * c['mean']:.1f} +- {100 * c['sd']:.1f} (n={c['n']})"
 
 
 @app.command()

@@ -23,7 +23,7 @@ class ClassifierConfig(_Model):
     arch: str = "smallcnn"
     pretrained: str | None = None  # None, "imagenet" or a state_dict path
     output_stride: int | None = None  # for architectures that take it (resnet*, efficientnet_lite0)
-    epochs: int = 30
+    epochs: int = 20
     batch_size: int = 32
     lr: float = 2e-3
     head_lr_mult: float = 1.0  # IRN uses 10x on the classifier head
@@ -46,11 +46,12 @@ class MapsConfig(_Model):
         default_factory=lambda: [
             "cam",
             "gradcam",
-            "gradcampp",
             "saliency",
             "smoothgrad",
+            "cropsal",
             "jigsaw",
             "jigsaw-cam",
+            "amn",
         ]
     )
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per-method localizer options
@@ -99,13 +100,13 @@ class AMNConfig(_Model):
 class SegConfig(_Model):
     arch: str = "deeplab_small"  # real data: deeplabv3_resnet50 (configs/*.yaml)
     pretrained: str | None = None
-    epochs: int = 20
+    epochs: int = 10
     batch_size: int = 16
     lr: float = 1e-3
     weight_decay: float = 1e-4
     crop: int | None = None
     scale: tuple[float, float] = (0.7, 1.3)
-    methods: list[str] = Field(default_factory=lambda: ["cam", "jigsaw-cam"])  # masks to train on
+    methods: list[str] = Field(default_factory=lambda: ["cam", "jigsaw-cam", "amn"])  # masks to train on
     ground_truth: bool = True  # also train on true masks (the fully supervised bound)
     output_stride: int | None = None  # None: the architecture's default (deeplabv3_resnet50: 16 or 8)
     optimizer: Literal["adamw", "sgd"] = "adamw"  # DeepLab on real data: sgd, lr 0.01-0.007, head_lr_mult 10
@@ -168,7 +169,7 @@ def quick_profile(cfg: RunConfig) -> RunConfig:
     return cfg.with_updates(
         **{
             "quick": True,
-            "classifier.epochs": min(cfg.classifier.epochs, 8),
+            "classifier.epochs": min(cfg.classifier.epochs, 15),
             "amn.epochs": min(cfg.amn.epochs, 2),
             "seg.epochs": min(cfg.seg.epochs, 4),
             "maps.options": {

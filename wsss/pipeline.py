@@ -529,8 +529,7 @@ def demo(
     log(f"[0] built-in benchmark -> {data}")
     write_benchmark(data, synth)
     cfg = build_config(data=str(data), quick=quick, device=device)
-    if quick:
-        cfg = cfg.with_updates(**{"maps.methods": QUICK_METHODS})
+    cfg = cfg.with_updates(**{"maps.methods": QUICK_METHODS if quick else DEMO_METHODS})
     run = Run.create(out, cfg, force=False, resume=True)
     run.update_results("timings", "synth", value=round(time.time() - t0, 3))
     return run_pipeline(run, list(cfg.maps.methods))
@@ -538,3 +537,31 @@ def demo(
 
 QUICK_IMAGES = 144
 QUICK_METHODS = ["cam", "gradcam", "saliency", "jigsaw", "jigsaw-cam"]
+# the headline methods (DESIGN §7: the study, cropsal and shufflecam included, lives in `wsss ablate`)
+DEMO_METHODS = ["cam", "gradcam", "saliency", "smoothgrad", "jigsaw", "jigsaw-cam", "amn"]
+
+
+def summarize_runs(runs: list[Run]) -> dict:
+    """Mean and sample sd over runs of each method's fixed-t scores and each segmenter's val mIoU."""
+    fields = {"miou": ("fixed", "miou"), "best": ("best", "miou"), "precision": ("fixed", "precision"),
+              "recall": ("fixed", "recall"), "ndr_recall": ("ndr_recall",), "robust_width": ("robust_width",)}
+
+    def stat(values: list) -> dict | None:
+        vals = [v for v in values if v is not None]
+        if not vals:
+            return None
+        arr = np.asarray(vals, dtype=float)
+        return {"mean": float(arr.mean()), "sd": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0, "n": len(arr)}
+
+    def get(d, path):
+        for p in path:
+            d = d.get(p) if isinstance(d, dict) else None
+        return d
+
+    results = [r.results() for r in runs]
+    keys = sorted({k for res in results for k in res.get("methods", {})})
+    methods = {k: {f: stat([get(res.get("methods", {}).get(k, {}), path) for res in results])
+                   for f, path in fields.items()} for k in keys}
+    seg_keys = sorted({k for res in results for k in res.get("segmentation", {})})
+    seg = {k: stat([res.get("segmentation", {}).get(k, {}).get("val_miou") for res in results]) for k in seg_keys}
+    return {"runs": [str(r.path) for r in runs], "methods": methods, "segmentation": seg}
