@@ -30,7 +30,7 @@ OPTIONS = {
     "shufflecam": dict(samples=3),
     "jigsaw-cam": dict(samples=3, dilation=2),
 }
-STOCHASTIC = {"smoothgrad", "cropsal", "jigsaw", "shufflecam", "jigsaw-cam"}
+STOCHASTIC = {"smoothgrad", "cropsal", "jigsaw", "shufflecam", "jigsaw-cam", "cropsal-cam"}
 CHUNKED = ["smoothgrad", "cropsal", "jigsaw", "shufflecam", "jigsaw-cam"]
 SKIP = {"amn"}  # needs a trained AMN network (tests/test_amn.py)
 METHODS = [m for m in L.available() if m not in SKIP]
@@ -399,11 +399,23 @@ def test_shufflecam_on_a_pointwise_model_is_cam_where_covered():
 
 def test_jigsaw_cam_is_zero_outside_the_dilated_cam_region(small):
     x, labels = images(size=32, seed=8), torch.ones(2, K)
-    maps = L.create("jigsaw-cam", small, samples=2, dilation=2, seed_threshold=0.7).attribute(x, labels)
+    maps = L.create("jigsaw-cam", small, samples=2, dilation=2, seed_threshold=0.7, fusion="region").attribute(
+        x, labels)
     region = region_from_cam(L.create("cam", small).attribute(x, labels), 0.7, 2)
     assert 0 < region.mean() < 1  # the check is not vacuous
     assert torch.all(maps[region == 0] == 0)
     assert maps[region > 0].sum() > 0 and maps.max() <= 1
+
+
+def test_jigsaw_cam_geo_fusion_is_the_geometric_mean(small):
+    x, labels = images(size=32, seed=8), torch.ones(2, K)
+    maps = L.create("jigsaw-cam", small, samples=2, seed=3).attribute(x, labels)
+    cam = L.create("cam", small).attribute(x, labels)
+    jig = L.create("jigsaw", small, samples=2, seed=3).attribute(x, labels)
+    cam = cam / cam.flatten(2).amax(2).clamp_min(1e-12)[:, :, None, None]
+    jig = (jig / torch.quantile(jig.flatten(2), 0.99, dim=2).clamp_min(1e-12)[:, :, None, None]).clamp(max=1)
+    torch.testing.assert_close(maps, torch.sqrt(cam * jig))
+    assert torch.all(maps[cam == 0] == 0)  # no class evidence, no mask
 
 
 def test_multiscale_single_scale_equals_inner(small):

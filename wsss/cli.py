@@ -214,6 +214,7 @@ def demo(
         False, "--quick", help="Fewer images and epochs (about two minutes on 2 cores)."
     ),
     device: str = typer.Option("cpu", "--device", help="cpu (default) | auto | cuda"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the data, the training and the sampling."),
     force: bool = typer.Option(False, "--force", help="Replace an existing run directory."),
     resume: bool = typer.Option(False, "--resume", help="Continue an existing run directory."),
 ):
@@ -221,7 +222,7 @@ def demo(
     from wsss.pipeline import Run
     from wsss.pipeline import demo as _demo
 
-    _demo(out, quick=quick, device=device, force=force, resume=resume)
+    _demo(out, quick=quick, device=device, force=force, resume=resume, seed=seed)
     _summary(Run(out))
 
 

@@ -10,7 +10,8 @@ saliency        gradient saliency (Simonyan et al. 2014)                ``locali
 smoothgrad      SmoothGrad (Smilkov et al. 2017)                        ``localize/aggregate.py``
 cropsal         random-crop aggregation (Maruf et al. 2023)             ``localize/aggregate.py``
 jigsaw          accumulated jigsaw saliency (ours)                      ``localize/jigsaw.py``
-jigsaw-cam      CAM seed + jigsaw extent (ours)                         ``localize/jigsaw.py``
+jigsaw-cam      CAM x jigsaw, geometric mean (ours)                     ``localize/jigsaw.py``
+cropsal-cam     CAM x random-crop aggregation (same fusion)             ``localize/jigsaw.py``
 shufflecam      ablation: CAM accumulated over shuffles                 ``localize/jigsaw.py``
 amn             AMN (Lee et al. CVPR 2022), needs a trained AMN         ``localize/amn.py``
 ==============  ======================================================  =========================
@@ -18,6 +19,7 @@ amn             AMN (Lee et al. CVPR 2022), needs a trained AMN         ``locali
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from torch import nn
@@ -58,6 +60,7 @@ register("smoothgrad", SmoothGrad)
 register("cropsal", CropSaliency)
 register("jigsaw", Jigsaw)
 register("jigsaw-cam", CamSeeded)
+register("cropsal-cam", functools.partial(CamSeeded, filler="cropsal"))
 register("shufflecam", ShuffleCAM)
 register("amn", AMNLocalizer)
 
