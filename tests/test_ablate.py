@@ -41,3 +41,8 @@ def test_region_grid_is_chosen_on_tune(tiny_data, tmp_path):
     assert len(grid) == 4
     name, best = chosen["saliency"]
     assert best["tune_miou"] == max(v["tune_miou"] for v in grid.values())
+    from wsss.ablate import fusion_grid
+
+    fused = fusion_grid(run, fillers=("saliency",), modes=("geo", "max"), progress=False)
+    assert set(fused) == {"geo(saliency)", "max(saliency)"}
+    assert all(0 <= v["miou"] <= 1 for v in fused.values())

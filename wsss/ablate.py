@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch
 
 from wsss import localize
@@ -256,8 +257,6 @@ def region_grid(run: Run, fillers: tuple[str, ...] = ("jigsaw", "saliency", "smo
     already in the run (``RUN/maps/<filler>``), built offline from the stored CAM and filler maps (the
     filler does not depend on the region, so nothing is recomputed). The setting is chosen on the tune
     split per filler; the table reports the score split at that setting."""
-    import numpy as np
-
     from wsss.localize.jigsaw import region_from_cam
     from wsss.mapsio import load_maps, save_maps
     from wsss.scoring import score_method
@@ -307,3 +306,54 @@ def region_grid(run: Run, fillers: tuple[str, ...] = ("jigsaw", "saliency", "smo
     run.update_results("ablation", "tables",
                        value=_merge_tables(run.results().get("ablation", {}).get("tables", []), [table]))
     return chosen
+
+
+FUSIONS = {
+    "max": lambda c, g: np.maximum(c, g),
+    "mean": lambda c, g: (c + g) / 2,
+    "geo": lambda c, g: np.sqrt(c * g),
+    "cam-weighted": lambda c, g: c * (0.5 + 0.5 * g),
+}
+
+
+def fusion_grid(run: Run, fillers: tuple[str, ...] = ("jigsaw", "saliency", "smoothgrad", "cropsal"),
+                modes: tuple[str, ...] = tuple(FUSIONS), progress: bool = True) -> dict:
+    """Fusions of the normalized CAM (max) with each stored gradient map (p99, clipped to 1), built offline
+    from ``RUN/maps``; each scored like a method (t chosen on tune). ``geo`` is what ``jigsaw-cam`` does."""
+    from wsss.mapsio import load_maps, save_maps
+    from wsss.pseudo import normalize_maps
+    from wsss.scoring import score_method
+
+    cam_dir = run.maps_dir("cam")
+    ids = [i for s in (run.cfg.score_split, run.cfg.tune_split) for i in run.dataset(s).ids]
+    rows = []
+    for filler in fillers:
+        src = run.maps_dir(filler)
+        if not src.is_dir():
+            continue
+        for mode in modes:
+            out_dir = run.path / "maps" / "ablate" / f"fusion_{mode}_{filler}"
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for image_id in ids:
+                path = out_dir / f"{image_id}.npz"
+                if not path.exists():
+                    cam, classes = load_maps(cam_dir / f"{image_id}.npz")
+                    grad, _ = load_maps(src / f"{image_id}.npz")
+                    save_maps(path, FUSIONS[mode](normalize_maps(cam, "max"), normalize_maps(grad, "p99")), classes)
+            s = score_method(run, out_dir, "max", masks_dir=run.path / "masks" / "ablate" / out_dir.name,
+                             reference_dir=cam_dir, progress=False)
+            v = {"filler": filler, "fusion": mode, "tune_miou": s["tune"]["best"]["miou"], "fixed_t": s["fixed"]["t"],
+                 "miou": s["fixed"]["miou"], "best_miou": s["best"]["miou"], "precision": s["fixed"]["precision"],
+                 "recall": s["fixed"]["recall"], "ndr_recall": s["ndr_recall"]}
+            run.update_results("ablation", "fusion_grid", f"{mode}({filler})", value=v)
+            rows.append([f"{mode}(CAM, {filler})", f"{v['tune_miou'] * 100:.1f}", f"{v['fixed_t']:.2f}",
+                         f"{v['miou'] * 100:.1f}", f"{v['precision'] * 100:.1f}", f"{v['recall'] * 100:.1f}",
+                         "-" if v["ndr_recall"] is None else f"{v['ndr_recall'] * 100:.1f}"])
+            log(f"  {mode}(CAM, {filler}): tune {v['tune_miou'] * 100:.1f} -> {run.cfg.score_split} "
+                f"{v['miou'] * 100:.1f} (P {v['precision'] * 100:.1f} R {v['recall'] * 100:.1f})")
+    table = {"title": "CAM fused with a gradient map (normalized maps; t chosen on tune)",
+             "columns": ["fusion", "tune mIoU", "t (tune)", "mIoU@t", "prec", "rec", "NDR rec"], "rows": rows,
+             "command": f"wsss ablate --run {run.path} --fusion-grid"}
+    run.update_results("ablation", "tables",
+                       value=_merge_tables(run.results().get("ablation", {}).get("tables", []), [table]))
+    return run.results()["ablation"]["fusion_grid"]

@@ -383,6 +383,8 @@ def ablate(
     jigsaw_aug: float = typer.Option(0.5, "--jigsaw-aug", help="P for the jigsaw-augmented classifier."),
     region_grid: bool = typer.Option(False, "--region-grid", help="Seed threshold x dilation of the CAM-seeded "
                                      "region, from stored maps (chosen on tune)."),
+    fusion_grid: bool = typer.Option(False, "--fusion-grid", help="CAM fused with each stored gradient map "
+                                     "(max, mean, geo, cam-weighted), chosen on tune."),
     device: str = DeviceOpt,
 ):
     """The jigsaw study into results.json["ablation"] + the report. Example: `wsss ablate --run runs/r1 --group 'samples N'`."""
@@ -394,7 +396,11 @@ def ablate(
         from wsss.ablate import region_grid as _grid
 
         _grid(r)
-    if group or not region_grid:
+    if fusion_grid:
+        from wsss.ablate import fusion_grid as _fusion
+
+        _fusion(r)
+    if group or not (region_grid or fusion_grid):
         run_ablation(r, groups=group or None, samples=samples, jigsaw_aug=jigsaw_aug)
     print(f"wrote {_report(r)}")
 
