@@ -169,9 +169,10 @@ def quick_profile(cfg: RunConfig) -> RunConfig:
     return cfg.with_updates(
         **{
             "quick": True,
-            "classifier.epochs": min(cfg.classifier.epochs, 15),
+            "classifier.epochs": min(cfg.classifier.epochs, 12),
             "amn.epochs": min(cfg.amn.epochs, 2),
-            "seg.epochs": min(cfg.seg.epochs, 4),
+            "seg.epochs": min(cfg.seg.epochs, 3),
+            "seg.methods": [m for m in cfg.seg.methods if m == "cam"],
             "maps.options": {
                 **{
                     m: {"samples": 4} for m in ("smoothgrad", "jigsaw", "cropsal", "shufflecam", "jigsaw-cam")

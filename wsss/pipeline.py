@@ -534,7 +534,7 @@ def demo(out: str | Path, quick: bool = False, device: str = "cpu", force: bool 
     return run_pipeline(run, list(cfg.maps.methods))
 
 
-QUICK_IMAGES = 144
+QUICK_IMAGES = 120
 QUICK_METHODS = ["cam", "gradcam", "saliency", "jigsaw", "jigsaw-cam"]
 # the headline methods (DESIGN §7: the study, cropsal and shufflecam included, lives in `wsss ablate`)
 DEMO_METHODS = ["cam", "gradcam", "saliency", "jigsaw", "jigsaw-cam", "amn"]
