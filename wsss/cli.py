@@ -432,10 +432,10 @@ def summarize(
         print(json.dumps(table, indent=1))
         return
     print(f"{len(runs)} runs; mean +- sd (percent)")
-    print(f"{'method':<24}{'mIoU@fixed':>16}{'best':>16}{'precision':>16}{'recall':>16}{'NDR recall':>16}")
+    print(f"{'method':<22}{'mIoU@fixed':>20}{'best':>20}{'precision':>20}{'recall':>20}{'NDR recall':>20}")
     for key, row in sorted(table["methods"].items(), key=lambda kv: -kv[1]["miou"]["mean"]):
         cells = [row[c] for c in ("miou", "best", "precision", "recall", "ndr_recall")]
-        print(f"{key:<24}" + "".join(f"{_pm(c):>16}" for c in cells))
+        print(f"{key:<22}" + "".join(f"{_pm(c):>20}" for c in cells))
     for key, row in sorted(table["segmentation"].items()):
         print(f"segmenter on {key:<12} val mIoU {_pm(row)}")
 
