@@ -169,9 +169,9 @@ def quick_profile(cfg: RunConfig) -> RunConfig:
     return cfg.with_updates(
         **{
             "quick": True,
-            "classifier.epochs": min(cfg.classifier.epochs, 12),
+            "classifier.epochs": min(cfg.classifier.epochs, 25),
             "amn.epochs": min(cfg.amn.epochs, 2),
-            "seg.epochs": min(cfg.seg.epochs, 3),
+            "seg.epochs": min(cfg.seg.epochs, 10),
             "seg.methods": [m for m in cfg.seg.methods if m == "cam"],
             "maps.options": {
                 **{
