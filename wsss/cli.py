@@ -275,12 +275,13 @@ def maps(
 def pseudo(
     run_dir: Path = RunOpt,
     method: str = typer.Option(..., "--method", help="Method key, e.g. cam or jigsaw@jigsaw-aug."),
-    crf: bool = typer.Option(False, "--crf", help="Refine masks with dense CRF (extra [crf])."),
+    crf: bool = typer.Option(False, "--crf", help="Refine masks with dense CRF (extra [crf]) at the method's tune-chosen t."),
+    crf_sweep: bool = typer.Option(False, "--crf-sweep", help="With --crf: refine at every swept t (19x slower)."),
 ):
     """Pseudo-masks + threshold sweep + scores into results.json. Example: `wsss pseudo --run runs/r1 --method cam`."""
     from wsss.pipeline import pseudo as _pseudo
 
-    _pseudo(_run(run_dir), method, crf=crf)
+    _pseudo(_run(run_dir), method, crf=crf, crf_sweep=crf_sweep)
 
 
 @app.command("train-amn")

@@ -323,7 +323,14 @@ def _lookup(run: Run, ids: list[str]) -> dict:
 
 
 # ---- stage: pseudo-masks and scores ---------------------------------------------------------------------
-def pseudo(run: Run, key: str, crf: bool = False, progress: bool = True) -> dict:
+def _base_fixed_t(run: Run, key: str) -> float | None:
+    method, classifier, _ = split_key(key)
+    base = method if classifier == "plain" else f"{method}@{classifier}"
+    res = run.results().get("methods", {}).get(base)
+    return None if res is None else res["fixed"]["t"]
+
+
+def pseudo(run: Run, key: str, crf: bool = False, progress: bool = True, crf_sweep: bool = False) -> dict:
     """Threshold sweep on tune (-> fixed t) and on the score split; masks at the fixed t; all scores."""
     from wsss.scoring import score_method
 
@@ -347,6 +354,7 @@ def pseudo(run: Run, key: str, crf: bool = False, progress: bool = True) -> dict
             reference_dir=ref_dir if ref_dir.is_dir() else None,
             crf=crf,
             progress=progress,
+            crf_t=_base_fixed_t(run, key) if crf and not crf_sweep else None,
         )
     timing = maps_timing(run, mkey)
     spi = timing["seconds_per_image"]

@@ -56,11 +56,16 @@ def score_method(
     reference_dir: Path | None = None,
     crf: bool = False,
     progress: bool = True,
+    crf_t: float | None = None,
 ) -> dict:
+    """``crf_t``: with ``crf``, refine only at this threshold (the base method's tune-chosen t) instead of
+    sweeping every threshold through the CRF (one refinement per image instead of 19)."""
     cfg = run.cfg.pseudo
     thresholds = threshold_values(cfg.t_start, cfg.t_stop, cfg.t_step)
     fixed_t, tune_summary = None, None
-    if run.cfg.tune_split:
+    if crf and crf_t is not None:
+        thresholds, fixed_t = [round(float(crf_t), 2)], round(float(crf_t), 2)
+    elif run.cfg.tune_split:
         tune = run.dataset(run.cfg.tune_split)
         tune_cms = sweep_split(tune, maps_dir, norm, thresholds, crf, progress, desc="tune sweep")
         tune_summary = summarize_sweep(tune_cms, None, step=cfg.t_step, chosen_on="self")
@@ -100,7 +105,8 @@ def score_method(
             ref, ref_classes = load_maps(reference_dir / f"{image_id}.npz")
             ndr.update(normalize_maps(ref, "max"), ref_classes, gt, fixed_mask)
         save_label_png(masks_dir / f"{image_id}.png", fixed_mask)
-    summary = summarize_sweep(cms, fixed_t, step=cfg.t_step, chosen_on=run.cfg.tune_split or "self")
+    chosen_on = (f"{run.cfg.tune_split} (without CRF)" if crf and crf_t is not None else run.cfg.tune_split) or "self"
+    summary = summarize_sweep(cms, fixed_t, step=cfg.t_step, chosen_on=chosen_on)
     summary["split"] = run.cfg.score_split
     summary["tune"] = (
         None
