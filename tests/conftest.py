@@ -13,6 +13,15 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 TINY = dict(size=48, images=24, num_classes=3, body_radius=(0.28, 0.36))
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny inputs: intra-op threads only add synchronization (and stall on a shared 2-core machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     from wsss.data.synth import SynthConfig, write_benchmark

@@ -72,13 +72,7 @@ def golden_image() -> torch.Tensor:
     return x
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny inputs: intra-op threads only add synchronization (and stall on a shared 2-core machine)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,7 @@ from wsss.mapsio import load_maps
 from wsss.models.amn import AMN, aspp_rates_for, build_amn
 from wsss.pseudo import normalize_maps
 from wsss.runtime import init_distributed, is_main, world_size
-from wsss.train.common import save_checkpoint
+from wsss.train.common import freeze_batchnorm, save_checkpoint
 
 IGNORE = 255
 
@@ -250,9 +250,7 @@ def fit_amn(train_ds, maps_dir: Path, classifier: nn.Module, cfg: AMNConfig, dev
             sampler.set_epoch(epoch)
         model.train()
         if cfg.freeze_bn:
-            for m in net.backbone.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
+            freeze_batchnorm(net.backbone)
         running = torch.zeros((), device=device)
         for images, image_labels, target in loader:
             images = images.to(device, non_blocking=True)

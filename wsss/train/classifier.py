@@ -17,7 +17,7 @@ from wsss.data.transforms import to_tensor
 from wsss.metrics import multilabel_map
 from wsss.runtime import init_distributed, is_main, world_size
 from wsss.shuffle import apply_plan, random_plans
-from wsss.train.common import TrainSet, lr_factor, save_checkpoint, unwrap
+from wsss.train.common import TrainSet, freeze_batchnorm, lr_factor, save_checkpoint, unwrap
 
 
 def build_classifier(cfg: ClassifierConfig, num_classes: int, pretrained=None) -> torch.nn.Module:
@@ -71,9 +71,7 @@ def train_classifier(train_ds, val_ds, cfg: ClassifierConfig, out: Path, device:
             sampler.set_epoch(epoch)
         model.train()
         if cfg.freeze_bn:
-            for m in model.modules():
-                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                    m.eval()
+            freeze_batchnorm(model)
         running = 0.0
         for images, labels, _ in loader:
             for grp, base in zip(opt.param_groups, base_lrs, strict=True):

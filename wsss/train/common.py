@@ -79,5 +79,12 @@ def save_checkpoint(path: Path, **payload) -> None:
     os.replace(tmp, path)
 
 
+def freeze_batchnorm(module: torch.nn.Module) -> None:
+    """Put every batch-norm layer of ``module`` in eval mode (statistics frozen), after ``model.train()``."""
+    for m in module.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
