@@ -135,3 +135,37 @@ def test_load_state_is_weights_only(tmp_path):
     torch.save({"model": _Arbitrary()}, path)  # loadable with weights_only=False, refused with True
     with pytest.raises(WsssError, match="pickled.pt.*cannot read"):
         load_state(create(SMALL, K), path)
+
+
+def test_freeze_stages_keeps_them_fixed_and_input_gradients_flowing(tiny_data, tmp_path):
+    """IRN's conv1 freeze + stage-2 detach as ``classifier.freeze``: the frozen stages do not move in training,
+    the rest does, and the trained model still has input gradients (what gradient localizers need)."""
+    from wsss.config import ClassifierConfig
+    from wsss.data import open_dataset
+    from wsss.train.classifier import load_classifier, train_classifier
+
+    ds = open_dataset(tiny_data, split="train_aug")
+    cfg = ClassifierConfig(epochs=1, batch_size=8, freeze=("stem", "stage1", "stage2"))
+    torch.manual_seed(0)
+    before = create(SMALL, ds.num_classes).state_dict()
+    train_classifier(ds, None, cfg, tmp_path / "c.pt", torch.device("cpu"), seed=0, progress=False)
+    after = load_classifier(tmp_path / "c.pt").state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    frozen = {k for k in before if k.startswith(("features.stem.", "features.stage1.", "features.stage2."))
+              and "running" not in k and "num_batches" not in k}
+    assert frozen and not (moved & frozen)
+    assert any(k.startswith("features.stage4.") for k in moved) and "classifier.weight" in moved
+    x = torch.rand(1, 3, 32, 32, requires_grad=True)
+    (g,) = torch.autograd.grad(load_classifier(tmp_path / "c.pt")(x).sum(), x)
+    assert g.abs().sum() > 0
+
+
+def test_freeze_unknown_stage_is_a_config_error(tiny_data, tmp_path):
+    from wsss.config import ClassifierConfig
+    from wsss.data import open_dataset
+    from wsss.train.classifier import train_classifier
+
+    ds = open_dataset(tiny_data, split="train_aug")
+    with pytest.raises(ConfigError, match="layer9"):
+        train_classifier(ds, None, ClassifierConfig(epochs=1, freeze=("layer9",)), tmp_path / "c.pt",
+                         torch.device("cpu"), progress=False)

@@ -37,6 +37,11 @@ class ClassifierConfig(_Model):
     jigsaw_aug: float = 0.0  # fraction of training images shuffled (wsss train-cls --jigsaw-aug P)
     jigsaw_grids: tuple[int, ...] = (2, 3, 4)
     freeze_bn: bool = False  # IRN: batch-norm statistics frozen
+    # Children of ``model.features`` whose parameters are not trained. IRN's train_cam freezes conv1 and
+    # detaches the output of its stage 2 (= our stem, stage1, stage2), so no gradient reaches them; freezing
+    # the parameters gives the same updates and, unlike a detach inside ``forward``, keeps the input
+    # gradients that the gradient-based localizers need.
+    freeze: tuple[str, ...] = ()
     num_workers: int = 0
     name: str = "plain"  # results key suffix: <method>@<name>
 

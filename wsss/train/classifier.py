@@ -38,19 +38,34 @@ def jigsaw_batch(images: torch.Tensor, p: float, grids: tuple[int, ...], generat
     return out
 
 
+def freeze_features(model: torch.nn.Module, names: tuple[str, ...]) -> None:
+    """Stop training the named children of ``model.features`` (``requires_grad=False``); see
+    ``ClassifierConfig.freeze``. Unknown names are an error listing the children."""
+    children = dict(model.features.named_children())
+    unknown = [n for n in names if n not in children]
+    if unknown:
+        from wsss.errors import ConfigError
+
+        raise ConfigError(f"classifier.freeze: no feature stage(s) {unknown}; the model has {list(children)}")
+    for name in names:
+        for p in children[name].parameters():
+            p.requires_grad_(False)
+
+
 def train_classifier(train_ds, val_ds, cfg: ClassifierConfig, out: Path, device: torch.device, seed: int = 0,
                      progress: bool = True) -> dict:
     """Train and save ``out`` (a checkpoint with ``model``, ``arch``, ``num_classes``, ``val_map``)."""
     distributed = init_distributed(device)
     torch.manual_seed(seed)
     model = build_classifier(cfg, train_ds.num_classes).to(device)
+    freeze_features(model, cfg.freeze)
     crop = cfg.crop or int(train_ds.image(train_ds.ids[0]).shape[0])
     data = TrainSet(train_ds, crop, cfg.scale, cfg.flip, seed=seed, resize_long=cfg.resize_long)
     sampler = DistributedSampler(data, seed=seed, drop_last=True) if distributed else None
     g = torch.Generator().manual_seed(seed)
     loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
                         num_workers=cfg.num_workers, drop_last=len(data) >= 2 * cfg.batch_size, generator=g)
-    head = list(unwrap(model).classifier.parameters())
+    head = [p for p in unwrap(model).classifier.parameters() if p.requires_grad]
     head_ids = {id(p) for p in head}
     body = [p for p in model.parameters() if id(p) not in head_ids and p.requires_grad]
     groups = [{"params": body, "lr": cfg.lr}, {"params": head, "lr": cfg.lr * cfg.head_lr_mult}]
