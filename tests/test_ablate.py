@@ -46,3 +46,20 @@ def test_region_grid_is_chosen_on_tune(tiny_data, tmp_path):
     fused = fusion_grid(run, fillers=("saliency",), modes=("geo", "max"), progress=False)
     assert set(fused) == {"geo(saliency)", "max(saliency)"}
     assert all(0 <= v["miou"] <= 1 for v in fused.values())
+
+
+def test_amn_on_other_maps_and_amn_grid(tiny_data, tmp_path):
+    """``amn-<maps>`` is AMN trained on that method's maps (own checkpoint and results); the AMN study
+    trains one AMN per setting and scores each like a method."""
+    from wsss.ablate import amn_grid
+
+    run = Run.create(tmp_path / "r", tiny_config(tiny_data, train_segmenter=False))
+    run_pipeline(run, ["cam", "saliency", "amn-saliency"], progress=False)
+    res = run.results()
+    assert (run.path / "amn-saliency.pt").exists() and not (run.path / "amn.pt").exists()
+    assert res["amn_variants"]["amn-saliency"]["labels_from"] == "saliency"
+    assert 0 <= res["methods"]["amn-saliency"]["fixed"]["miou"] <= 1
+    grid = amn_grid(run, crf=(False,), lr_mults=(1.0, 10.0), progress=False)
+    assert list(grid) == ["amn<cam> crf=off lr x1", "amn<cam> crf=off lr x10"]
+    assert all(0 <= v["miou"] <= 1 and v["tune_miou"] is not None for v in grid.values())
+    assert len(list((run.path / "ablate").glob("amn_cam_*.pt"))) == 2

@@ -184,12 +184,7 @@ def _side(run: Run) -> int:
     return int(ds.image(ds.ids[0]).shape[0])
 
 
-def _score_variant(run, name, method, opts, clf, samples, device, progress, score_method) -> dict:
-    from wsss.mapsio import save_maps
-
-    safe = "".join(ch if ch.isalnum() or ch in "-_=." else "_" for ch in name)
-    maps_dir = run.path / "maps" / "ablate" / safe
-    maps_dir.mkdir(parents=True, exist_ok=True)
+def _variant_localizer(run: Run, method: str, opts: dict, clf: str, device):
     if clf == "random":
         from wsss.train.classifier import load_classifier
 
@@ -200,9 +195,19 @@ def _score_variant(run, name, method, opts, clf, samples, device, progress, scor
                 m.reset_parameters()
     else:
         model = load_cls(run, clf)
-    loc = localize.create(
+    return localize.create(
         method, model, **({"seed": run.cfg.seed} if method not in ("cam", "gradcam") else {}), **opts
     )
+
+
+def _score_variant(run, name, method, opts, clf, samples, device, progress, score_method, loc=None) -> dict:
+    from wsss.mapsio import save_maps
+
+    safe = "".join(ch if ch.isalnum() or ch in "-_=." else "_" for ch in name)
+    maps_dir = run.path / "maps" / "ablate" / safe
+    maps_dir.mkdir(parents=True, exist_ok=True)
+    if loc is None:
+        loc = _variant_localizer(run, method, opts, clf, device)
     from wsss.data.transforms import to_tensor
 
     ids = [(s, i) for s in (run.cfg.score_split, run.cfg.tune_split) for i in run.dataset(s).ids]
@@ -357,3 +362,49 @@ def fusion_grid(run: Run, fillers: tuple[str, ...] = ("jigsaw", "saliency", "smo
     run.update_results("ablation", "tables",
                        value=_merge_tables(run.results().get("ablation", {}).get("tables", []), [table]))
     return run.results()["ablation"]["fusion_grid"]
+
+
+def amn_grid(run: Run, crf: tuple = (False, True), lr_mults: tuple[float, ...] = (1.0, 10.0),
+             from_maps: str | None = None, progress: bool = True) -> dict:
+    """AMN's training labels and schedule on this data: dense-CRF labels (IRN) on/off x both learning rates
+    scaled by each of ``lr_mults``, every variant trained on ``from_maps`` (default: the config's), scored
+    like a method (t chosen on tune). Checkpoints go to ``RUN/ablate/``; the defaults of ``amn`` are chosen
+    from this table's tune column."""
+    from wsss.crf import crf_available
+    from wsss.pipeline import amn_localizer, train_amn
+    from wsss.scoring import score_method
+
+    from_maps = from_maps or run.cfg.amn.from_maps
+    base = run.cfg.amn
+    device = resolve_device(run.cfg.device)
+    done = run.results().get("ablation", {}).get("variants", {})
+    rows = []
+    for use_crf in crf:
+        if use_crf and not crf_available():
+            log("  skipping the CRF variants: the [crf] extra is not installed")
+            continue
+        for mult in lr_mults:
+            name = f"amn<{from_maps}> crf={'on' if use_crf else 'off'} lr x{mult:g}"
+            cfg = base.model_copy(update={"crf": use_crf, "lr_backbone": base.lr_backbone * mult,
+                                          "lr_head": base.lr_head * mult, "from_maps": from_maps})
+            if name not in done:
+                safe = f"amn_{from_maps}_crf{int(use_crf)}_lr{mult:g}"
+                ckpt = run.path / "ablate" / f"{safe}.pt"
+                if not ckpt.exists():
+                    train_amn(run, from_maps, progress=progress, amn_cfg=cfg, out=ckpt)
+                loc = amn_localizer(run, ckpt, from_maps, amn_cfg=cfg)
+                v = _score_variant(run, name, "amn", {"crf": use_crf, "lr_mult": mult, "from_maps": from_maps},
+                                   "plain", 0, device, progress, score_method, loc=loc)
+                v["robust_width"] = v.get("robust_width")
+                done[name] = v
+                run.update_results("ablation", "variants", name, value=v)
+            v = done[name]
+            rows.append([name, f"{v['tune_miou'] * 100:.1f}", f"{v['fixed_t']:.2f}", f"{v['miou'] * 100:.1f}",
+                         f"{v['best_miou'] * 100:.1f}", f"{v['precision'] * 100:.1f}", f"{v['recall'] * 100:.1f}",
+                         f"{v['robust_width']:.2f}"])
+    table = {"title": f"AMN: CRF labels x learning rate (labels from {from_maps}; chosen on tune)",
+             "columns": ["variant", "tune mIoU", "t (tune)", "mIoU@t", "best", "prec", "rec", "robust width"],
+             "rows": rows, "command": f"wsss ablate --run {run.path} --amn-grid"}
+    run.update_results("ablation", "tables",
+                       value=_merge_tables(run.results().get("ablation", {}).get("tables", []), [table]))
+    return {r[0]: done[r[0]] for r in rows}

@@ -287,7 +287,7 @@ def pseudo(
 @app.command("train-amn")
 def train_amn(
     run_dir: Path = RunOpt,
-    from_maps: str = typer.Option("cam", "--from-maps", help="Maps the AMN labels come from."),
+    from_maps: str = typer.Option(None, "--from-maps", help="Maps the AMN labels come from (default: the config's amn.from_maps, cam); method name amn-<maps> for others."),
     device: str = DeviceOpt,
 ):
     """Train AMN on labels from a method's maps. Example: `wsss train-amn --run runs/r1 --from-maps cam`."""
@@ -386,6 +386,8 @@ def ablate(
                                      "region, from stored maps (chosen on tune)."),
     fusion_grid: bool = typer.Option(False, "--fusion-grid", help="CAM fused with each stored gradient map "
                                      "(max, mean, geo, cam-weighted), chosen on tune."),
+    amn_grid: bool = typer.Option(False, "--amn-grid", help="AMN: CRF labels on/off x learning rate x1/x10 "
+                                  "(chosen on tune)."),
     device: str = DeviceOpt,
 ):
     """The jigsaw study into results.json["ablation"] + the report. Example: `wsss ablate --run runs/r1 --group 'samples N'`."""
@@ -401,7 +403,11 @@ def ablate(
         from wsss.ablate import fusion_grid as _fusion
 
         _fusion(r)
-    if group or not (region_grid or fusion_grid):
+    if amn_grid:
+        from wsss.ablate import amn_grid as _amn_grid
+
+        _amn_grid(r)
+    if group or not (region_grid or fusion_grid or amn_grid):
         run_ablation(r, groups=group or None, samples=samples, jigsaw_aug=jigsaw_aug)
     print(f"wrote {_report(r)}")
 
@@ -451,6 +457,7 @@ def methods():
     from wsss import localize, models
 
     print("methods: " + ", ".join(localize.available()))
+    print("  amn-<method>: AMN trained on <method>'s maps (e.g. amn-jigsaw-cam; `amn` uses amn.from_maps)")
     print("networks: " + ", ".join(models.available()))
 
 

@@ -77,6 +77,8 @@ class PseudoConfig(_Model):
         base = method.split("@")[0].split("+")[0]
         if base in self.normalization:
             return self.normalization[base]
+        if base.startswith("amn-"):  # AMN trained on another method's maps
+            base = "amn"
         return "max" if base in ("cam", "gradcam", "gradcampp", "shufflecam", "amn", "jigsaw-cam") else "p99"
 
 
@@ -90,7 +92,7 @@ class AMNConfig(_Model):
     fg_threshold: float = 0.30
     bg_threshold: float = 0.05
     smoothing: float = 0.4
-    crf: bool = False
+    crf: bool | Literal["auto"] = False  # "auto": dense-CRF labels when the [crf] extra is installed
     crop: int | None = None
     scale: tuple[float, float] = (0.5, 1.5)
     eval_threshold: float = 0.25

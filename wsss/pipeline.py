@@ -186,22 +186,41 @@ def method_options(run: Run, method: str) -> dict:
     return opts
 
 
-def build_localizer(run: Run, method: str, classifier: str = "plain"):
+def amn_source(run: Run, method: str) -> str | None:
+    """The maps an AMN method is trained on: ``amn`` -> ``amn.from_maps`` of the config, ``amn-<m>`` -> ``m``
+    (e.g. ``amn-jigsaw-cam``: AMN on our maps); None for other methods."""
     if method == "amn":
-        from wsss.train.amn import load_amn
+        return run.cfg.amn.from_maps
+    if method.startswith("amn-") and method[4:] in localize.available():
+        return method[4:]
+    return None
 
-        path = run.path / "amn.pt"
-        if not path.exists():
-            raise RunDirError(f"{path}: no trained AMN (run `wsss train-amn --run {run.path}` first)")
-        from wsss.train.amn import IRLabels
 
-        model = load_amn(path, run.device)
-        # AMN's official inference: its own flip/scales over logits, raw probabilities kept on the
-        # confident background of its training labels
-        src = run.maps_dir(run.cfg.amn.from_maps)
-        labels = IRLabels.from_config(src, run.cfg.amn, dataset=run.dataset(run.cfg.train_split))
-        opts = {"scales": tuple(run.cfg.maps.multiscale), "ir_labels": _SafeLabels(labels, src)}
-        return localize.create(method, model, **{**opts, **method_options(run, method)})
+def amn_name(run: Run, from_maps: str) -> str:
+    """Method name of AMN trained on ``from_maps`` (inverse of :func:`amn_source`)."""
+    return "amn" if from_maps == run.cfg.amn.from_maps else f"amn-{from_maps}"
+
+
+def amn_localizer(run: Run, checkpoint: Path, from_maps: str, amn_cfg=None, method: str = "amn"):
+    """AMN's official inference from a checkpoint: its own flip/scales over logits, raw probabilities kept on
+    the confident background of the training labels it was trained on (``from_maps`` with ``amn_cfg``)."""
+    from wsss.train.amn import IRLabels, load_amn
+
+    if not checkpoint.exists():
+        raise RunDirError(
+            f"{checkpoint}: no trained AMN (run `wsss train-amn --run {run.path} --from-maps {from_maps}` first)"
+        )
+    model = load_amn(checkpoint, run.device)
+    src = run.maps_dir(from_maps)
+    labels = IRLabels.from_config(src, amn_cfg or run.cfg.amn, dataset=run.dataset(run.cfg.train_split))
+    opts = {"scales": tuple(run.cfg.maps.multiscale), "ir_labels": _SafeLabels(labels, src)}
+    return localize.create("amn", model, **{**opts, **method_options(run, method)})
+
+
+def build_localizer(run: Run, method: str, classifier: str = "plain"):
+    src = amn_source(run, method)
+    if src is not None:
+        return amn_localizer(run, run.path / f"{method}.pt", src, method=method)
     model = load_cls(run, classifier)
     loc = localize.create(method, model, **method_options(run, method))
     if run.cfg.maps.multiscale != (1.0,) or run.cfg.maps.flip:
@@ -376,7 +395,7 @@ def run_pipeline(run: Run, methods: list[str] | None = None, progress: bool = Tr
     """classifier -> maps -> pseudo-masks + scores (-> AMN -> segmenter) -> report."""
     cfg = run.cfg
     methods = list(methods or cfg.maps.methods)
-    unknown = [m for m in methods if m not in localize.available()]
+    unknown = [m for m in methods if m not in localize.available() and amn_source(run, m) is None]
     if unknown:
         raise ConfigError(
             f"unknown method(s) {', '.join(unknown)}; available: {', '.join(localize.available())}"
@@ -387,24 +406,23 @@ def run_pipeline(run: Run, methods: list[str] | None = None, progress: bool = Tr
     if not run.classifier_path().exists():
         log("[1] classifier")
         train_cls(run, progress=progress)
-    need_aug = []
-    if "amn" in methods:
-        need_aug.append(cfg.amn.from_maps)
+    amns = [m for m in methods if amn_source(run, m) is not None]
+    need_aug = [amn_source(run, m) for m in amns]
     if cfg.train_segmenter:
         need_aug += [m for m in cfg.seg.methods if m in methods]
     log("[2] localization maps")
     for m in methods:
-        if m == "amn":
+        if m in amns:
             continue
         splits = (cfg.score_split, cfg.tune_split) + ((cfg.train_split,) if m in need_aug else ())
         with timed(run, f"maps/{m}"):
             make_maps(run, m, splits=splits, progress=progress)
-    if "amn" in methods:
-        log("[2b] AMN")
-        train_amn(run, cfg.amn.from_maps, progress=progress)
-        splits = (cfg.score_split, cfg.tune_split) + ((cfg.train_split,) if "amn" in need_aug else ())
-        with timed(run, "maps/amn"):
-            make_maps(run, "amn", splits=splits, progress=progress)
+    for m in amns:
+        log(f"[2b] AMN on {amn_source(run, m)} maps ({m})")
+        train_amn(run, amn_source(run, m), progress=progress)
+        splits = (cfg.score_split, cfg.tune_split) + ((cfg.train_split,) if m in need_aug else ())
+        with timed(run, f"maps/{m}"):
+            make_maps(run, m, splits=splits, progress=progress)
     if not is_main():
         return {}
     log("[3] pseudo-masks and scores")
@@ -422,29 +440,43 @@ def run_pipeline(run: Run, methods: list[str] | None = None, progress: bool = Tr
     return run.results()
 
 
-def train_amn(run: Run, from_maps: str = "cam", progress: bool = True) -> dict:
+def train_amn(run: Run, from_maps: str | None = None, progress: bool = True, amn_cfg=None,
+              out: Path | None = None) -> dict:
+    """Train AMN on labels from ``from_maps`` (default: the config's). The checkpoint is ``RUN/<name>.pt``
+    with ``name`` = :func:`amn_name` (``amn``, or ``amn-<maps>`` for other maps) and the training summary
+    goes to ``results["amn"]`` / ``results["amn_variants"][name]``; ``amn_cfg`` / ``out`` (the AMN study)
+    override the config and the checkpoint and record nothing."""
     from wsss.train.amn import train_amn as _train
 
-    cfg = run.cfg.amn.model_copy(update={"from_maps": from_maps})
+    from_maps = from_maps or run.cfg.amn.from_maps
+    if from_maps not in localize.available():
+        raise ConfigError(f"--from-maps {from_maps}: not a localization method ({', '.join(localize.available())})")
+    cfg = (amn_cfg or run.cfg.amn).model_copy(update={"from_maps": from_maps})
+    name = amn_name(run, from_maps)
     maps_dir = run.maps_dir(from_maps)
-    if not maps_dir.is_dir():
+    ids = run.dataset(run.cfg.train_split).ids
+    if not maps_dir.is_dir() or any(not (maps_dir / f"{i}.npz").exists() for i in ids):
         make_maps(run, from_maps, splits=(run.cfg.train_split,), progress=progress)
     ckpt = torch.load(run.classifier_path(), map_location="cpu", weights_only=True)
     arch_kwargs = {} if ckpt.get("output_stride") is None else {"output_stride": ckpt["output_stride"]}
-    with timed(run, "train-amn"):
+    with timed(run, f"train-{name}" if out is None else f"train-amn-study/{out.stem}"):
         res = _train(
             run.dataset(run.cfg.train_split),
             maps_dir,
             load_cls(run),
             cfg,
-            run.path / "amn.pt",
+            out or run.path / f"{name}.pt",
             run.device,
             seed=run.cfg.seed,
             progress=progress,
             arch=ckpt["arch"],
             arch_kwargs=arch_kwargs,
         )
-    run.update_results("amn", value=res)
+    if out is None:
+        if name == "amn":
+            run.update_results("amn", value=res)
+        else:
+            run.update_results("amn_variants", name, value=res)
     return res
 
 

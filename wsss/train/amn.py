@@ -97,6 +97,15 @@ def ir_labels(norm_maps: np.ndarray, classes: np.ndarray, fg: float = 0.30, bg: 
     return out
 
 
+def use_crf(cfg: AMNConfig) -> bool:
+    """``amn.crf``: True / False, or ``"auto"`` = refine when the ``[crf]`` extra is installed."""
+    if cfg.crf == "auto":
+        from wsss.crf import crf_available
+
+        return crf_available()
+    return bool(cfg.crf)
+
+
 class IRLabels:
     """``image id -> ir_labels(...)`` of ``maps_dir/<id>.npz``, computed on first use and kept in memory.
 
@@ -119,7 +128,7 @@ class IRLabels:
 
     @classmethod
     def from_config(cls, maps_dir: str | Path, cfg: AMNConfig, dataset=None) -> IRLabels:
-        return cls(maps_dir, cfg.fg_threshold, cfg.bg_threshold, cfg.normalization, cfg.crf, dataset)
+        return cls(maps_dir, cfg.fg_threshold, cfg.bg_threshold, cfg.normalization, use_crf(cfg), dataset)
 
     def path(self, image_id: str) -> Path:
         return self.maps_dir / f"{image_id}.npz"
@@ -270,7 +279,7 @@ def fit_amn(train_ds, maps_dir: Path, classifier: nn.Module, cfg: AMNConfig, dev
     result = {
         "loss_history": history, "seconds": time.time() - t0, "seconds_labels": t_labels,
         "epochs": cfg.epochs,
-        "crf": cfg.crf, "labels_from": cfg.from_maps, "normalization": cfg.normalization,
+        "crf": labels.crf, "labels_from": cfg.from_maps, "normalization": cfg.normalization,
         "fg_threshold": cfg.fg_threshold, "bg_threshold": cfg.bg_threshold, "smoothing": cfg.smoothing,
         "label_fractions": {"background": counts[0] / total, "foreground": counts[1] / total,
                             "ignored": counts[2] / total},
