@@ -29,6 +29,10 @@ def test_ablation_group_scores_every_variant(tiny_data, tmp_path):
         v = abl["variants"][name]
         assert 0 <= v["miou"] <= 1 and v["tune_miou"] is not None
     assert abl["receptive_field"]["stride"] == 8
+    from wsss.pipeline import report
+
+    text = report(run).read_text()
+    assert "receptive field" in text and (run.path / "figures" / "cost_quality_study.png").exists()
 
 
 def test_region_grid_is_chosen_on_tune(tiny_data, tmp_path):

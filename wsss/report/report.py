@@ -18,7 +18,7 @@ HIST_METHODS = ("cam", "amn", "jigsaw", "jigsaw-cam")  # activation-distribution
 OVERLAY_IMAGES = 4
 OVERLAY_METHODS = 8
 FIGURES = ("threshold_sweep.png", "precision_recall.png", "activation_hist.png", "overlays.png",
-           "cost_quality.png")
+           "cost_quality.png", "cost_quality_study.png")
 DASH = "—"
 
 METHOD_NOTES = (
@@ -306,12 +306,34 @@ def segmentation(res: dict) -> str:
     ])
 
 
-def ablation(res: dict) -> str:
+def study_cost_points(res: dict) -> list[dict]:
+    """Every ablation variant with a measured cost (each N, grid, option, classifier ...) and every method,
+    for the study's mIoU-vs-seconds plot; the frontier as in :func:`cost_points`."""
+    abl = (res.get("ablation") or {}).get("variants") or {}
+    pts = [{"key": k, "spi": v.get("seconds_per_image"), "miou": v.get("miou"), "seg": None}
+           for k, v in abl.items()]
+    pts += [dict(p, seg=None) for p in cost_points(res, list(res.get("methods") or {}))]
+    ok = [p for p in pts if not _bad(p["spi"]) and not _bad(p["miou"]) and p["spi"] > 0]
+    for p in ok:
+        p["frontier"] = not any(q is not p and q["spi"] <= p["spi"] and q["miou"] > p["miou"] for q in ok)
+    return ok
+
+
+def ablation(res: dict, fig_dir: Path | None = None, figures=None) -> str:
     abl = res.get("ablation") or {}
     tables = abl.get("tables") or []
     if not tables:
         return ""
     out = ["## Ablations"]
+    rf = abl.get("receptive_field")
+    if rf:
+        out += ["", f"Classifier receptive field at {rf.get('input')} px input: 95 % of the gradient mass of the "
+                    f"centre feature cell within {num(rf.get('effective_radius95_px'), '.0f')} px, theoretical "
+                    f"radius {num(rf.get('theoretical_radius_px'), '.0f')} px, output stride {rf.get('stride')}."]
+    pts = study_cost_points(res)
+    if fig_dir is not None and figures is not None and len(pts) > 1:
+        out += ["", _figure(fig_dir, "cost_quality_study.png", figures.cost_quality, pts,
+                            alt="mIoU vs seconds per image, every study variant")]
     for tab in tables:
         columns, rows = list(tab.get("columns") or []), tab.get("rows") or []
         out += ["", f"### {tab.get('title', 'table')}", "", md_table(columns, rows)]
@@ -371,7 +393,7 @@ def write_report(run) -> Path:
         _section("Examples", OVERLAY_NOTES.format(split=split), overlay),
         cost_section(res, order, fig_dir, figures),
         segmentation(res),
-        ablation(res),
+        ablation(res, fig_dir, figures),
         timings(res),
     ]
     text = "\n\n".join(s for s in sections if s).rstrip() + "\n"
