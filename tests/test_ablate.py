@@ -67,3 +67,16 @@ def test_amn_on_other_maps_and_amn_grid(tiny_data, tmp_path):
     assert list(grid) == ["amn<cam> crf=off lr x1", "amn<cam> crf=off lr x10"]
     assert all(0 <= v["miou"] <= 1 and v["tune_miou"] is not None for v in grid.values())
     assert len(list((run.path / "ablate").glob("amn_cam_*.pt"))) == 2
+
+
+def test_variant_equal_to_a_run_method_reuses_its_maps(tiny_data, tmp_path):
+    from wsss.ablate import _same_as_run_method
+
+    run = Run.create(tmp_path / "r", tiny_config(tiny_data, train_segmenter=False))
+    run_pipeline(run, ["cam", "saliency"], progress=False)
+    ids = run.dataset("train").ids + run.dataset("tune").ids
+    assert _same_as_run_method(run, "saliency", {"samples": 1}, "plain", ids)
+    assert _same_as_run_method(run, "cam", {}, "plain", ids)
+    assert not _same_as_run_method(run, "saliency", {"reduction": "l2"}, "plain", ids)
+    assert not _same_as_run_method(run, "saliency", {}, "random", ids)
+    assert not _same_as_run_method(run, "jigsaw", {}, "plain", ids)  # no stored maps

@@ -200,22 +200,62 @@ def _variant_localizer(run: Run, method: str, opts: dict, clf: str, device):
     )
 
 
+def _effective_options(method: str, opts: dict) -> dict:
+    """The localizer's keyword defaults updated by ``opts`` (tuples as lists; the seed left out)."""
+    import functools
+    import inspect
+
+    factory = localize._LOCALIZERS[method]
+    fixed = {}
+    if isinstance(factory, functools.partial):
+        factory, fixed = factory.func, dict(factory.keywords)
+    out: dict = {}
+    for klass in reversed(factory.__mro__):  # base-class defaults first, overridden by subclasses
+        if "__init__" in vars(klass) and klass is not object:
+            for k, p in inspect.signature(vars(klass)["__init__"]).parameters.items():
+                if p.default is not inspect.Parameter.empty and p.kind is p.POSITIONAL_OR_KEYWORD:
+                    out[k] = p.default
+    out.update(fixed)
+    out.update(opts)
+    if out.get("samples", 0) is None:
+        out["samples"] = getattr(factory, "default_samples", 1)
+    for k in ("seed", "chunk_size"):  # neither changes the maps (chunked == unchunked is tested)
+        out.pop(k, None)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+def _same_as_run_method(run: Run, method: str, opts: dict, clf: str, ids: list[str]) -> bool:
+    """Whether a study variant is exactly the run's own ``method`` (plain classifier, same effective
+    options, maps for every id stored), so its stored maps can be scored instead of recomputed."""
+    from wsss.pipeline import method_options
+
+    if clf != "plain" or method not in localize.available() or not run.maps_dir(method).is_dir():
+        return False
+    if _effective_options(method, opts) != _effective_options(method, method_options(run, method)):
+        return False
+    return all((run.maps_dir(method) / f"{i}.npz").exists() for i in ids)
+
+
 def _score_variant(run, name, method, opts, clf, samples, device, progress, score_method, loc=None) -> dict:
+    from wsss.data.transforms import to_tensor
     from wsss.mapsio import save_maps
 
     safe = "".join(ch if ch.isalnum() or ch in "-_=." else "_" for ch in name)
-    maps_dir = run.path / "maps" / "ablate" / safe
-    maps_dir.mkdir(parents=True, exist_ok=True)
-    if loc is None:
-        loc = _variant_localizer(run, method, opts, clf, device)
-    from wsss.data.transforms import to_tensor
-
     ids = [(s, i) for s in (run.cfg.score_split, run.cfg.tune_split) for i in run.dataset(s).ids]
+    maps_dir = run.path / "maps" / "ablate" / safe
+    spi = None
+    if loc is None and _same_as_run_method(run, method, opts, clf, [i for _, i in ids]):
+        maps_dir = run.maps_dir(method)  # this variant is the run's own method: score its stored maps
+        spi = run.results().get("methods", {}).get(method, {}).get("seconds_per_image")
+        log(f"  {name}: the run's {method} maps (same options)")
+    maps_dir.mkdir(parents=True, exist_ok=True)
     t0, n = time.time(), 0
     for split, image_id in ids:
         path = maps_dir / f"{image_id}.npz"
         if path.exists():
             continue
+        if loc is None:
+            loc = _variant_localizer(run, method, opts, clf, device)
         ds = run.dataset(split)
         x = to_tensor(ds.image(image_id))[None].to(device)
         y = torch.from_numpy(ds.labels(image_id))[None].to(device)
@@ -223,7 +263,8 @@ def _score_variant(run, name, method, opts, clf, samples, device, progress, scor
         cls = torch.nonzero(y[0]).flatten().cpu().numpy()
         save_maps(path, maps[cls], cls + 1)
         n += 1
-    spi = (time.time() - t0) / max(n, 1)
+    if n:
+        spi = (time.time() - t0) / n
     norm = run.cfg.pseudo.norm_for(method)
     summ = score_method(
         run,
