@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
 # Headline numbers as mean +- sd over seeds (data, training, sampling) on the built-in benchmark, as quoted in
-# the README: seed 0 is the full demo (with the segmentation stage); the other seeds run the same headline
-# methods without the segmenter (CPU budget). Then `wsss summarize` prints the table.
-# Usage: bash benchmarks/seeds.sh [OUTDIR]   (default: runs/seeds)
+# the README: for each seed, the benchmark (`wsss data synth --seed S`) and a run of every standalone method
+# without the segmenter (CPU budget), then AMN (trained on the CAM maps, defaults chosen on tune by
+# `wsss ablate --amn-grid`), then `wsss summarize`. Two seeds run side by side (one core each).
+# Usage: bash benchmarks/seeds.sh [OUTDIR]   (default: runs/s; the study in benchmarks/study.sh reuses it)
 set -euo pipefail
-out=${1:-runs/seeds}
-methods=cam,gradcam,saliency,jigsaw,jigsaw-cam,amn
-[ -f "$out/demo_0/report.md" ] || wsss demo --out "$out/demo_0" --seed 0 --force
-for s in 1 2; do
-  wsss data synth --out "$out/data_$s" --seed "$s"
+out=${1:-runs/s}
+methods=cam,gradcam,saliency,jigsaw,jigsaw-cam,smoothgrad,cropsal
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+one_seed() {
+  local s=$1
+  [ -d "$out/data_$s" ] || wsss data synth --out "$out/data_$s" --seed "$s"
   [ -f "$out/run_$s/report.md" ] || wsss run --data "$out/data_$s" --out "$out/run_$s" --seed "$s" --no-seg \
     --methods "$methods" --force
-done
-wsss summarize "$out/demo_0" "$out/run_1" "$out/run_2"
-wsss summarize "$out/demo_0" "$out/run_1" "$out/run_2" --json > "$out/summary.json"
+  if [ ! -f "$out/run_$s/amn.pt" ]; then
+    wsss train-amn --run "$out/run_$s"
+    wsss maps --run "$out/run_$s" --method amn
+    wsss pseudo --run "$out/run_$s" --method amn
+  fi
+}
+one_seed 0 & one_seed 1; wait
+one_seed 2
+wsss summarize "$out"/run_0 "$out"/run_1 "$out"/run_2
+wsss summarize "$out"/run_0 "$out"/run_1 "$out"/run_2 --json > "$out/summary.json"

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The jigsaw / AMN study on the built-in benchmark, as quoted in the README and the issue notes.
-# Needs the three seed runs of seeds.sh in the same OUTDIR (run_0, run_1, run_2 with their data_S).
+# Needs the three seed runs of seeds.sh (with AMN) in the same OUTDIR (run_0..2 with their data_S).
 # First the AMN study on seed 0 (its tune column chose the AMN defaults in wsss/config.py):
 #   wsss ablate --run runs/s/run_0 --amn-grid
 # then two halves that touch different run directories, so they can run side by side on two cores:
-#   bash benchmarks/study.sh A [OUTDIR]   # everything else on seed 0: AMN, AMN on jigsaw-cam, grids, groups
-#   bash benchmarks/study.sh B [OUTDIR]   # seeds 1-2 AMN + fusion grid, CPU bench, Lite0 random vs
+#   bash benchmarks/study.sh A [OUTDIR]   # everything else on seed 0: AMN on jigsaw-cam, grids, groups
+#   bash benchmarks/study.sh B [OUTDIR]   # seeds 1-2 fusion grid, CPU bench, Lite0 random vs
 #                                         # ImageNet, a deeper classifier, the part-size knob
 # Every command resumes where it stopped (finished variants are kept in results.json).
 set -euo pipefail
@@ -13,17 +13,9 @@ half=${1:?usage: study.sh A|B [OUTDIR]}
 out=${2:-runs/s}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # one core per half
 
-amn_runs() {  # AMN (the defaults chosen by --amn-grid on seed 0) on a run that has cam maps
-  local r=$1
-  wsss train-amn --run "$r"
-  wsss maps --run "$r" --method amn
-  wsss pseudo --run "$r" --method amn
-}
-
 if [ "$half" = A ]; then
   r=$out/run_0
   wsss ablate --run "$r" --amn-grid  # (done first, see above; resumes instantly)
-  amn_runs "$r"
   wsss train-amn --run "$r" --from-maps jigsaw-cam   # AMN on our maps
   wsss maps --run "$r" --method amn-jigsaw-cam
   wsss pseudo --run "$r" --method amn-jigsaw-cam
@@ -35,7 +27,6 @@ if [ "$half" = A ]; then
   wsss ablate --run "$r" --group 'options' --samples 8
 elif [ "$half" = B ]; then
   for s in 1 2; do
-    amn_runs "$out/run_$s"
     wsss ablate --run "$out/run_$s" --fusion-grid
   done
   mkdir -p benchmarks/results
