@@ -22,25 +22,23 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from wsss import models
 from wsss.config import AMNConfig
-from wsss.data.transforms import random_scale_crop, to_tensor
 from wsss.errors import ConfigError, DataError, RunDirError, WsssError
 from wsss.mapsio import load_maps
 from wsss.models.amn import AMN, aspp_rates_for, build_amn
 from wsss.pseudo import normalize_maps
 from wsss.runtime import init_distributed, is_main, world_size
-from wsss.train.common import freeze_batchnorm, save_checkpoint
+from wsss.train.common import TrainSet, freeze_batchnorm, save_checkpoint
 
 IGNORE = 255
 
@@ -180,37 +178,6 @@ def amn_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 0.4) -> to
     return (loss_bg * has_bg + loss_fg * has_fg) / (has_bg + has_fg).clamp_min(1)
 
 
-# ---- data ------------------------------------------------------------------------------------------------
-class AMNTrainSet(Dataset):
-    """Images with their IR labels, flip/scale/crop applied to both; randomness from (seed, epoch, index).
-
-    Items: ``(image (3, crop, crop) in [0, 1], labels (K,), target (crop, crop) long, 255 ignored)``.
-    """
-
-    def __init__(self, ds, labels: Callable[[str], np.ndarray], crop: int, scale, flip: bool, seed: int = 0,
-                 where: Callable[[str], Path] | None = None):
-        self.ds, self.labels, self.crop, self.scale, self.flip = ds, labels, crop, scale, flip
-        self.seed = seed
-        self.where = where or (lambda i: Path(str(i)))
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.ds.ids)
-
-    def __getitem__(self, i: int):
-        image_id = self.ds.ids[i]
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 100_003 + i)
-        image = to_tensor(self.ds.image(image_id))
-        label = self.labels(image_id)
-        if tuple(label.shape) != tuple(image.shape[1:]):
-            raise DataError(f"{self.where(image_id)}: maps are {label.shape[1]}x{label.shape[0]}, "
-                            f"image is {image.shape[2]}x{image.shape[1]}")
-        target = torch.from_numpy(label.astype(np.int64))
-        image, target = random_scale_crop(image, target, self.crop, self.scale, self.flip, g,
-                                          fill_mask=IGNORE)
-        return image, torch.from_numpy(self.ds.labels(image_id)), target
-
-
 # ---- training --------------------------------------------------------------------------------------------
 def fit_amn(train_ds, maps_dir: Path, classifier: nn.Module, cfg: AMNConfig, device: torch.device,
             seed: int = 0, progress: bool = True) -> tuple[AMN, dict]:
@@ -238,7 +205,7 @@ def fit_amn(train_ds, maps_dir: Path, classifier: nn.Module, cfg: AMNConfig, dev
         for p in model.backbone.stem.parameters():
             p.requires_grad_(False)
     model = model.to(device)
-    data = AMNTrainSet(train_ds, labels, crop, cfg.scale, cfg.flip, seed=seed, where=labels.path)
+    data = TrainSet(train_ds, crop, cfg.scale, cfg.flip, seed=seed, mask_fn=labels, where=labels.path)
     sampler = DistributedSampler(data, seed=seed, drop_last=True) if distributed else None
     g = torch.Generator().manual_seed(seed)
     loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,

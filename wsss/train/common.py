@@ -11,13 +11,16 @@ import torch
 from torch.utils.data import Dataset
 
 from wsss.data.transforms import random_scale_crop, to_tensor
+from wsss.errors import DataError
 from wsss.runtime import is_main
 
 
 class TrainSet(Dataset):
     """Images (+ masks from ``mask_fn`` when given) with flip/scale/crop; randomness from (seed, epoch, index).
 
-    Items are ``(image (3, crop, crop) in [0,1], labels (K,), mask (crop, crop) long or -1 tensor)``.
+    Items are ``(image (3, crop, crop) in [0,1], labels (K,), mask (crop, crop) long or -1 tensor)``; mask
+    pixels outside the image after scaling are 255 (ignored). ``where(image_id)`` names the mask's file in
+    the error when a mask and its image differ in size.
     """
 
     def __init__(
@@ -29,9 +32,11 @@ class TrainSet(Dataset):
         seed: int = 0,
         mask_fn=None,
         resize_long: tuple[int, int] | None = None,
+        where=None,
     ):
         self.ds, self.crop, self.scale, self.flip, self.seed = ds, crop, scale, flip, seed
         self.mask_fn, self.resize_long = mask_fn, resize_long
+        self.where = where or (lambda image_id: f"mask of {image_id}")
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -44,6 +49,9 @@ class TrainSet(Dataset):
         mask = None
         if self.mask_fn is not None:
             mask = torch.from_numpy(self.mask_fn(image_id).astype(np.int64))
+            if tuple(mask.shape) != tuple(image.shape[1:]):
+                raise DataError(f"{self.where(image_id)}: mask is {mask.shape[1]}x{mask.shape[0]}, "
+                                f"image is {image.shape[2]}x{image.shape[1]}")
         if self.resize_long is not None:
             lo, hi = self.resize_long
             target = int(torch.randint(lo, hi + 1, (1,), generator=g))
