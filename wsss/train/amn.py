@@ -38,7 +38,7 @@ from wsss.mapsio import load_maps
 from wsss.models.amn import AMN, aspp_rates_for, build_amn
 from wsss.pseudo import normalize_maps
 from wsss.runtime import init_distributed, is_main, world_size
-from wsss.train.common import TrainSet, freeze_batchnorm, save_checkpoint
+from wsss.train.common import TrainSet, freeze_batchnorm, run_epochs, save_checkpoint
 
 IGNORE = 255
 
@@ -217,30 +217,13 @@ def fit_amn(train_ds, maps_dir: Path, classifier: nn.Module, cfg: AMNConfig, dev
     if distributed:
         ids = [device.index] if device.type == "cuda" else None
         model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    history: list[float] = []
-    bar = tqdm(total=cfg.epochs * len(loader), desc="train-amn", disable=not (progress and is_main()),
-               leave=False)
-    for epoch in range(cfg.epochs):
-        data.epoch = epoch
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        model.train()
-        if cfg.freeze_bn:
-            freeze_batchnorm(net.backbone)
-        running = torch.zeros((), device=device)
-        for images, image_labels, target in loader:
-            images = images.to(device, non_blocking=True)
-            image_labels = image_labels.to(device, non_blocking=True)
-            target = target.to(device, non_blocking=True)
-            loss = amn_loss(model(images, image_labels), target, cfg.smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            running += loss.detach()
-            bar.update(1)
-        history.append(float(running) / max(len(loader), 1))
-        bar.set_postfix(epoch=epoch + 1, loss=f"{history[-1]:.3f}")
-    bar.close()
+
+    def batch_loss(batch):
+        images, image_labels, target = (t.to(device, non_blocking=True) for t in batch)
+        return amn_loss(model(images, image_labels), target, cfg.smoothing)
+
+    history = run_epochs(model, data, loader, opt, cfg.epochs, batch_loss, device, "train-amn", progress,
+                         sampler=sampler, on_train=(lambda: freeze_batchnorm(net.backbone)) if cfg.freeze_bn else None)
     net.eval()
     total = max(int(counts.sum()), 1)
     result = {

@@ -9,7 +9,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler
-from tqdm import tqdm
 
 from wsss import models
 from wsss.config import ClassifierConfig
@@ -17,7 +16,7 @@ from wsss.data.transforms import to_tensor
 from wsss.metrics import multilabel_map
 from wsss.runtime import init_distributed, is_main, world_size
 from wsss.shuffle import apply_plan, random_plans
-from wsss.train.common import TrainSet, freeze_batchnorm, lr_factor, save_checkpoint, unwrap
+from wsss.train.common import TrainSet, freeze_batchnorm, run_epochs, save_checkpoint, unwrap
 
 
 def build_classifier(cfg: ClassifierConfig, num_classes: int, pretrained=None) -> torch.nn.Module:
@@ -73,38 +72,20 @@ def train_classifier(train_ds, val_ds, cfg: ClassifierConfig, out: Path, device:
         opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     else:
         opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    base_lrs = [grp["lr"] for grp in opt.param_groups]
     if distributed:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    total, step, t0 = cfg.epochs * len(loader), 0, time.time()
+    t0 = time.time()
     aug_gen = torch.Generator().manual_seed(seed + 17)
-    history = []
-    bar = tqdm(total=total, desc="train-cls", disable=not (progress and is_main()), leave=False)
-    for epoch in range(cfg.epochs):
-        data.epoch = epoch
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        model.train()
-        if cfg.freeze_bn:
-            freeze_batchnorm(model)
-        running = 0.0
-        for images, labels, _ in loader:
-            for grp, base in zip(opt.param_groups, base_lrs, strict=True):
-                grp["lr"] = base * lr_factor(cfg.schedule, step, total)
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            if cfg.jigsaw_aug > 0:
-                images = jigsaw_batch(images, cfg.jigsaw_aug, tuple(cfg.jigsaw_grids), aug_gen)
-            loss = F.binary_cross_entropy_with_logits(model(images), labels)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            running += loss.detach()
-            step += 1
-            bar.update(1)
-        epoch_loss = float(running) / max(len(loader), 1)
-        history.append(epoch_loss)
-        bar.set_postfix(epoch=epoch + 1, loss=f"{epoch_loss:.3f}")
-    bar.close()
+
+    def batch_loss(batch):
+        images, labels = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+        if cfg.jigsaw_aug > 0:
+            images = jigsaw_batch(images, cfg.jigsaw_aug, tuple(cfg.jigsaw_grids), aug_gen)
+        return F.binary_cross_entropy_with_logits(model(images), labels)
+
+    history = run_epochs(model, data, loader, opt, cfg.epochs, batch_loss, device, "train-cls", progress,
+                         sampler=sampler, schedule=cfg.schedule,
+                         on_train=(lambda: freeze_batchnorm(model)) if cfg.freeze_bn else None)
     net = unwrap(model)
     val_map = evaluate_map(net, val_ds, device) if val_ds is not None and is_main() else None
     result = {"val_map": val_map, "loss_history": history, "seconds": time.time() - t0, "epochs": cfg.epochs,

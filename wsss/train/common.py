@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 from wsss.data.transforms import random_scale_crop, to_tensor
 from wsss.errors import DataError
@@ -96,3 +98,51 @@ def freeze_batchnorm(module: torch.nn.Module) -> None:
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
+
+
+def run_epochs(
+    model: torch.nn.Module,
+    data: TrainSet,
+    loader,
+    opt: torch.optim.Optimizer,
+    epochs: int,
+    batch_loss: Callable[[tuple], torch.Tensor],
+    device: torch.device,
+    desc: str,
+    progress: bool = True,
+    sampler=None,
+    schedule: str | None = None,
+    on_train: Callable[[], None] | None = None,
+) -> list[float]:
+    """The epoch loop the training commands share: per epoch, reseed the augmentation (``data.epoch``) and
+    the distributed sampler, ``model.train()`` then ``on_train()`` (e.g. freeze batch norm); per batch, the
+    learning rate of every parameter group set to its initial value x :func:`lr_factor` (``schedule`` None:
+    constant), ``batch_loss(batch)``, backward, step. A progress bar on rank 0; returns the mean loss of
+    every epoch."""
+    base_lrs = [grp["lr"] for grp in opt.param_groups]
+    total, step = epochs * len(loader), 0
+    history: list[float] = []
+    bar = tqdm(total=total, desc=desc, disable=not (progress and is_main()), leave=False)
+    for epoch in range(epochs):
+        data.epoch = epoch
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        model.train()
+        if on_train is not None:
+            on_train()
+        running = torch.zeros((), device=device)
+        for batch in loader:
+            if schedule is not None:
+                for grp, base in zip(opt.param_groups, base_lrs, strict=True):
+                    grp["lr"] = base * lr_factor(schedule, step, total)
+            loss = batch_loss(batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            running += loss.detach()
+            step += 1
+            bar.update(1)
+        history.append(float(running) / max(len(loader), 1))
+        bar.set_postfix(epoch=epoch + 1, loss=f"{history[-1]:.3f}")
+    bar.close()
+    return history

@@ -23,7 +23,7 @@ from wsss.errors import ConfigError, DataError, RunDirError
 from wsss.metrics import VOID, ConfusionMatrix
 from wsss.models.segmenter import Segmenter, create_segmenter
 from wsss.runtime import init_distributed, is_main, resolve_device, world_size
-from wsss.train.common import TrainSet, lr_factor, save_checkpoint, unwrap
+from wsss.train.common import TrainSet, run_epochs, save_checkpoint, unwrap
 
 __all__ = ["evaluate_segmenter", "load_segmenter", "predict", "predict_paths", "predict_probs",
            "train_segmenter"]
@@ -116,36 +116,19 @@ def train_segmenter(train_ds, mask_fn: Callable[[str], np.ndarray], val_ds, cfg:
         opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     else:
         opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    base_lrs = [grp["lr"] for grp in opt.param_groups]
     if distributed:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    total, step, t0 = cfg.epochs * len(loader), 0, time.time()
-    history: list[float] = []
-    bar = tqdm(total=total, desc="train-seg", disable=not (progress and is_main()), leave=False)
-    for epoch in range(cfg.epochs):
-        data.epoch = epoch
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        model.train()
-        running = torch.zeros((), device=device)
-        for images, _, masks in loader:
-            for grp, base in zip(opt.param_groups, base_lrs, strict=True):
-                grp["lr"] = base * lr_factor("poly", step, total)
-            images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
-            # Sum over labelled pixels / their count: a batch with no labelled pixel gives 0, not NaN.
-            loss = F.cross_entropy(model(images), masks, ignore_index=VOID, reduction="sum")
-            loss = loss / (masks != VOID).sum().clamp_min(1)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            running += loss.detach()
-            step += 1
-            bar.update(1)
-        epoch_loss = float(running) / max(len(loader), 1)
-        history.append(epoch_loss)
-        bar.set_postfix(epoch=epoch + 1, loss=f"{epoch_loss:.3f}")
-    bar.close()
+    t0 = time.time()
+
+    def batch_loss(batch):
+        images, masks = batch[0].to(device, non_blocking=True), batch[2].to(device, non_blocking=True)
+        # Sum over labelled pixels / their count: a batch with no labelled pixel gives 0, not NaN.
+        loss = F.cross_entropy(model(images), masks, ignore_index=VOID, reduction="sum")
+        return loss / (masks != VOID).sum().clamp_min(1)
+
+    history = run_epochs(model, data, loader, opt, cfg.epochs, batch_loss, device, "train-seg", progress,
+                         sampler=sampler, schedule="poly")
     net = unwrap(model)
     train_seconds = time.time() - t0
     scores = {"val_miou": None, "per_class_iou": None}
