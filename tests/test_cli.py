@@ -100,3 +100,20 @@ def test_unknown_method_is_clear(monkeypatch, capsys, tmp_path, tiny_data):
     code, _, err = run_cli(monkeypatch, capsys, "run", "--data", str(tiny_data), "--out", str(tmp_path / "r2"),
                            "--methods", "cam,nosuch")
     assert code == 1 and "nosuch" in err
+
+
+def test_run_set_overrides_the_config(monkeypatch, capsys, tiny_data, tmp_path):
+    import yaml
+
+    out = tmp_path / "r"
+    code, stdout, err = run_cli(monkeypatch, capsys, "run", "--data", str(tiny_data), "--out", str(out),
+                                "--methods", "cam", "--no-seg", "--device", "cpu", "--set", "classifier.epochs=1",
+                                "--set", "amn.crf=auto", "--set", "maps.multiscale=[1.0]")
+    assert code == 0, err
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["classifier"]["epochs"] == 1 and cfg["amn"]["crf"] == "auto"
+    for bad, msg in (("classifier.nope=1", "nope"), ("nosection.x=1", "nosection"), ("novalue", "KEY=VALUE")):
+        code, _, err = run_cli(monkeypatch, capsys, "run", "--data", str(tiny_data), "--out",
+                               str(tmp_path / "x"), "--set", bad)
+        assert code != 0 and msg in err and "Traceback" not in err
+        assert err.strip().count("\n") == 0

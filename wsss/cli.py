@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from wsss.errors import WsssError
+from wsss.errors import ConfigError, WsssError
 
 app = typer.Typer(
     add_completion=False,
@@ -33,6 +33,8 @@ RunOpt = typer.Option(..., "--run", "--run-dir",
                       help="Run directory (created by `wsss run --out`). Under torchrun write --run-dir: torchrun's own "
                            "parser mistakes --run for its --run-path.")
 DeviceOpt = typer.Option(None, "--device", help="auto | cpu | cuda (default: the run's config, auto).")
+ForceOpt = typer.Option(False, "--force", help="Replace an existing run directory.")
+ResumeOpt = typer.Option(False, "--resume", help="Continue an existing run directory.")
 
 
 @app.callback()
@@ -181,8 +183,10 @@ def run(
     tune_split: str = typer.Option(None, "--tune-split"),
     val_split: str = typer.Option(None, "--val-split"),
     no_seg: bool = typer.Option(False, "--no-seg", help="Skip the segmentation stage."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing run directory."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an existing run directory."),
+    set_: list[str] = typer.Option(None, "--set", help="Config override KEY=VALUE (dotted key, YAML value), "
+                                   "repeatable: --set amn.crf=true --set classifier.epochs=5."),
+    force: bool = ForceOpt,
+    resume: bool = ResumeOpt,
 ):
     """The whole pipeline. Example: `wsss run --data data/synth --out runs/r1 --methods cam,jigsaw`."""
     from wsss.pipeline import Run, build_config, run_pipeline
@@ -200,11 +204,29 @@ def run(
     )
     if no_seg:
         cfg = cfg.with_updates(train_segmenter=False)
+    if set_:
+        cfg = cfg.with_updates(**_overrides(set_))
     if methods:
         cfg = cfg.with_updates(**{"maps.methods": _methods(methods)})
     r = Run.create(out, cfg, force=force, resume=resume)
     run_pipeline(r, _methods(methods))
     _summary(r)
+
+
+def _overrides(items: list[str]) -> dict:
+    """``["amn.crf=true", "maps.multiscale=[1.0, 0.5]"]`` -> ``{"amn.crf": True, ...}`` (values read as YAML)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set amn.crf=true")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
+    return out
 
 
 @app.command()
@@ -215,8 +237,8 @@ def demo(
     ),
     device: str = typer.Option("cpu", "--device", help="cpu (default) | auto | cuda"),
     seed: int = typer.Option(0, "--seed", help="Seed of the data, the training and the sampling."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing run directory."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an existing run directory."),
+    force: bool = ForceOpt,
+    resume: bool = ResumeOpt,
 ):
     """`data synth` + `run` on the built-in benchmark. Example: `wsss demo --quick`."""
     from wsss.pipeline import Run

@@ -163,12 +163,16 @@ class RunConfig(_Model):
             node = raw
             *parents, leaf = key.split(".")
             for p in parents:
+                if not isinstance(node.get(p), dict):
+                    raise ConfigError(f"invalid option {key!r}: no config section {p!r}")
                 node = node[p]
             node[leaf] = value
         try:
             return RunConfig.model_validate(raw)
         except ValidationError as exc:
-            raise ConfigError(f"invalid option: {str(exc).splitlines()[0]}") from None
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err.get("loc", ()))
+            raise ConfigError(f"invalid option {where or '?'}: {err.get('msg', exc)}") from None
 
 
 def quick_profile(cfg: RunConfig) -> RunConfig:
