@@ -27,7 +27,7 @@ if [ "$half" = A ]; then
   wsss ablate --run "$r" --group 'options' --samples 8
 elif [ "$half" = B ]; then
   for s in 1 2; do
-    wsss ablate --run "$out/run_$s" --fusion-grid
+    wsss ablate --run "$out/run_$s" --fusion-grid --region-grid
   done
   mkdir -p benchmarks/results
   wsss bench --arch smallcnn --size 128 --out benchmarks/results/localizers_smallcnn_cpu.json
