@@ -405,7 +405,7 @@ def fusion_grid(run: Run, fillers: tuple[str, ...] = ("jigsaw", "saliency", "smo
     return run.results()["ablation"]["fusion_grid"]
 
 
-def amn_grid(run: Run, crf: tuple = (False, True), lr_mults: tuple[float, ...] = (1.0, 10.0),
+def amn_grid(run: Run, crf: tuple = (False, True), lr_mults: tuple[float, ...] = (1.0, 10.0, 30.0),
              from_maps: str | None = None, progress: bool = True) -> dict:
     """AMN's training labels and schedule on this data: dense-CRF labels (IRN) on/off x both learning rates
     scaled by each of ``lr_mults``, every variant trained on ``from_maps`` (default: the config's), scored

@@ -408,7 +408,7 @@ def ablate(
                                      "region, from stored maps (chosen on tune)."),
     fusion_grid: bool = typer.Option(False, "--fusion-grid", help="CAM fused with each stored gradient map "
                                      "(max, mean, geo, cam-weighted), chosen on tune."),
-    amn_grid: bool = typer.Option(False, "--amn-grid", help="AMN: CRF labels on/off x learning rate x1/x10 "
+    amn_grid: bool = typer.Option(False, "--amn-grid", help="AMN: CRF labels on/off x learning rate x1/x10/x30 "
                                   "(chosen on tune)."),
     device: str = DeviceOpt,
 ):
