@@ -94,3 +94,27 @@ def test_summarize_runs_mean_and_sd(finished_run):
     assert cam["n"] == 2 and cam["sd"] == 0.0
     assert cam["mean"] == finished_run.results()["methods"]["cam"]["fixed"]["miou"]
     assert table["segmentation"]["gt"]["n"] == 2
+
+
+def test_results_updates_from_concurrent_processes_are_all_kept(tiny_data, tmp_path):
+    """Two commands on one run directory at once (e.g. two `wsss maps` on two GPUs) must not lose updates."""
+    import multiprocessing as mp
+
+    run = Run.create(tmp_path / "r", tiny_config(tiny_data))
+    ctx = mp.get_context("spawn")
+    start = ctx.Barrier(2)
+    procs = [ctx.Process(target=_write_many, args=(str(run.path), f"w{i}", start)) for i in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+    got = run.results()["concurrency"]
+    assert {k for k in got} == {f"w{i}-{j}" for i in range(2) for j in range(100)}
+
+
+def _write_many(path: str, tag: str, start) -> None:
+    r = Run(path)
+    start.wait()
+    for j in range(100):
+        r.update_results("concurrency", f"{tag}-{j}", value=j)

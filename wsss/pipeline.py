@@ -97,17 +97,20 @@ class Run:
         return json.loads(self.results_path.read_text())
 
     def update_results(self, *keys: str, value) -> None:
-        """Set ``results[k1][k2]... = value`` atomically (rank 0 only)."""
+        """Set ``results[k1][k2]... = value`` atomically (rank 0 only). Read-modify-write under an exclusive
+        file lock, so commands running side by side on one run directory (two ``wsss maps`` on two GPUs, an
+        ablation next to ``wsss pseudo``) do not lose each other's updates."""
         if not is_main():
             return
-        res = self.results()
-        node = res
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-        node[keys[-1]] = value
-        tmp = self.results_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(res, indent=1, default=_json_default) + "\n")
-        os.replace(tmp, self.results_path)
+        with _file_lock(self.path / ".results.lock"):
+            res = self.results()
+            node = res
+            for k in keys[:-1]:
+                node = node.setdefault(k, {})
+            node[keys[-1]] = value
+            tmp = self.results_path.with_name(f".results.json.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(res, indent=1, default=_json_default) + "\n")
+            os.replace(tmp, self.results_path)
 
     def classifier_path(self, name: str = "plain") -> Path:
         return self.path / ("classifier.pt" if name == "plain" else f"classifier@{name}.pt")
@@ -117,6 +120,22 @@ class Run:
 
     def masks_dir(self, key: str) -> Path:
         return self.path / "masks" / key
+
+
+@contextmanager
+def _file_lock(path: Path):
+    """An exclusive advisory lock (``fcntl.flock``) held for the block; a no-op where fcntl is missing."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; single-process use is still atomic
+        yield
+        return
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _json_default(o):
