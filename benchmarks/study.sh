@@ -25,6 +25,12 @@ if [ "$half" = A ]; then
   wsss ablate --run "$r" --group '2x2 classifier x maps'
   wsss ablate --run "$r" --group 'grid schedule' --samples 8
   wsss ablate --run "$r" --group 'options' --samples 8
+  # the segmenter on seed 0's pseudo-masks (and on the true masks: the fully supervised bound)
+  for m in cam jigsaw-cam amn; do
+    wsss maps --run "$r" --method "$m" --split train_aug
+    wsss train-seg --run "$r" --masks "$m"
+  done
+  wsss train-seg --run "$r" --masks gt
 elif [ "$half" = B ]; then
   for s in 1 2; do
     wsss ablate --run "$out/run_$s" --fusion-grid --region-grid
@@ -41,7 +47,7 @@ elif [ "$half" = B ]; then
     --out "$out/deep_0" --no-seg --force
   wsss ablate --run "$out/deep_0" --fusion-grid
   # the part-discriminativeness knob (default 0.03 of the object's area; the defaults stay frozen)
-  for pf in 0.015 0.1; do
+  for pf in 0.1 0.015; do
     [ -d "$out/data_pf$pf" ] || wsss data synth --out "$out/data_pf$pf" --part-frac "$pf"
     [ -f "$out/pf$pf/report.md" ] || wsss run --data "$out/data_pf$pf" --out "$out/pf$pf" --no-seg --force \
       --methods cam,gradcam,saliency,jigsaw
