@@ -49,6 +49,10 @@ def test_region_grid_is_chosen_on_tune(tiny_data, tmp_path):
 
     fused = fusion_grid(run, fillers=("saliency",), modes=("geo", "max"), progress=False)
     assert set(fused) == {"geo(saliency)", "max(saliency)"}
+    # a study variant's stored maps can be the filler too
+    run_ablation(run, groups=["randomized weights (sanity)"], samples=2, progress=False)
+    fused = fusion_grid(run, fillers=("saliency@random",), modes=("geo",), progress=False)
+    assert "geo(saliency@random)" in fused
     assert all(0 <= v["miou"] <= 1 for v in fused.values())
 
 

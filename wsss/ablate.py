@@ -25,7 +25,8 @@ def study_variants(samples: int = 16) -> dict[str, list[tuple[str, str, dict, st
         "samples N": [(f"jigsaw N={n}", "jigsaw", {"samples": n}, "plain") for n in (1, 4, 8, 16, 32)],
         "grid schedule": [
             (f"jigsaw grids={g}", "jigsaw", {**j, "grids": g}, "plain")
-            for g in ((2,), (3,), (4,), (6,), (2, 3, 4), (4, 6, 8))
+            # coarse (patches >= the effective receptive field) to fine (8 px patches at 128 px, well inside it)
+            for g in ((2,), (3,), (4,), (2, 3, 4), (4, 6, 8), (8,), (16,), (8, 12, 16))
         ],
         "options": [
             ("jigsaw no offsets", "jigsaw", {**j, "offsets": False}, "plain"),
@@ -200,6 +201,17 @@ def _variant_localizer(run: Run, method: str, opts: dict, clf: str, device):
     )
 
 
+def _safe(name: str) -> str:
+    """A study variant's name as a folder name (``RUN/maps/ablate/<safe>``)."""
+    return "".join(ch if ch.isalnum() or ch in "-_=." else "_" for ch in name)
+
+
+def _filler_dir(run: Run, filler: str):
+    """Stored maps of a method (``RUN/maps/<filler>``) or of a study variant (``RUN/maps/ablate/<safe>``)."""
+    own = run.maps_dir(filler)
+    return own if own.is_dir() else run.path / "maps" / "ablate" / _safe(filler)
+
+
 def _effective_options(method: str, opts: dict) -> dict:
     """The localizer's keyword defaults updated by ``opts`` (tuples as lists; the seed left out)."""
     import functools
@@ -240,7 +252,7 @@ def _score_variant(run, name, method, opts, clf, samples, device, progress, scor
     from wsss.data.transforms import to_tensor
     from wsss.mapsio import save_maps
 
-    safe = "".join(ch if ch.isalnum() or ch in "-_=." else "_" for ch in name)
+    safe = _safe(name)
     ids = [(s, i) for s in (run.cfg.score_split, run.cfg.tune_split) for i in run.dataset(s).ids]
     maps_dir = run.path / "maps" / "ablate" / safe
     spi = None
@@ -311,14 +323,14 @@ def region_grid(run: Run, fillers: tuple[str, ...] = ("jigsaw", "saliency", "smo
     ids = [i for s in (run.cfg.score_split, run.cfg.tune_split) for i in run.dataset(s).ids]
     rows, chosen = [], {}
     for filler in fillers:
-        src = run.maps_dir(filler)
+        src = _filler_dir(run, filler)
         if not src.is_dir():
             continue
         best = None
         for thr in thresholds:
             for dil in dilations:
                 name = f"region({filler}) thr={thr} dil={dil}"
-                out_dir = run.path / "maps" / "ablate" / f"region_{filler}_{thr}_{dil}"
+                out_dir = run.path / "maps" / "ablate" / f"region_{_safe(filler)}_{thr}_{dil}"
                 out_dir.mkdir(parents=True, exist_ok=True)
                 for image_id in ids:
                     path = out_dir / f"{image_id}.npz"
@@ -374,11 +386,11 @@ def fusion_grid(run: Run, fillers: tuple[str, ...] = ("jigsaw", "saliency", "smo
     ids = [i for s in (run.cfg.score_split, run.cfg.tune_split) for i in run.dataset(s).ids]
     rows = []
     for filler in fillers:
-        src = run.maps_dir(filler)
+        src = _filler_dir(run, filler)
         if not src.is_dir():
             continue
         for mode in modes:
-            out_dir = run.path / "maps" / "ablate" / f"fusion_{mode}_{filler}"
+            out_dir = run.path / "maps" / "ablate" / f"fusion_{mode}_{_safe(filler)}"
             out_dir.mkdir(parents=True, exist_ok=True)
             for image_id in ids:
                 path = out_dir / f"{image_id}.npz"

@@ -408,6 +408,9 @@ def ablate(
                                      "region, from stored maps (chosen on tune)."),
     fusion_grid: bool = typer.Option(False, "--fusion-grid", help="CAM fused with each stored gradient map "
                                      "(max, mean, geo, cam-weighted), chosen on tune."),
+    fillers: list[str] = typer.Option(None, "--filler", help="Maps for --fusion-grid / --region-grid (repeatable): a "
+                                      "method of the run or a study variant, e.g. 'jigsaw grids=(8,)' (default: "
+                                      "jigsaw, saliency, smoothgrad, cropsal)."),
     amn_grid: bool = typer.Option(False, "--amn-grid", help="AMN: CRF labels on/off x learning rate x1/x10/x30 "
                                   "(chosen on tune)."),
     device: str = DeviceOpt,
@@ -417,14 +420,22 @@ def ablate(
     from wsss.pipeline import report as _report
 
     r = _run(run_dir, device)
+    fill = {"fillers": tuple(fillers)} if fillers else {}
+    if fillers:
+        from wsss.ablate import _filler_dir
+
+        missing = [f for f in fillers if not _filler_dir(r, f).is_dir()]
+        if missing:
+            raise ConfigError(f"--filler {missing[0]!r}: no stored maps in {r.path / 'maps'} (a method of the run "
+                              "or a study variant that was run)")
     if region_grid:
         from wsss.ablate import region_grid as _grid
 
-        _grid(r)
+        _grid(r, **fill)
     if fusion_grid:
         from wsss.ablate import fusion_grid as _fusion
 
-        _fusion(r)
+        _fusion(r, **fill)
     if amn_grid:
         from wsss.ablate import amn_grid as _amn_grid
 
