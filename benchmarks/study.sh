@@ -25,6 +25,9 @@ if [ "$half" = A ]; then
   wsss ablate --run "$r" --group '2x2 classifier x maps'
   wsss ablate --run "$r" --group 'grid schedule' --samples 8
   wsss ablate --run "$r" --group 'options' --samples 8
+  # CAM fused with the finer-grid jigsaw maps (does a patch well inside the receptive field help?)
+  wsss ablate --run "$r" --fusion-grid --filler 'jigsaw grids=(8,)' --filler 'jigsaw grids=(16,)' \
+    --filler 'jigsaw grids=(8, 12, 16)' --filler 'jigsaw grids=(4, 6, 8)' --filler 'jigsaw N=32'
   # the segmenter on seed 0's pseudo-masks (and on the true masks: the fully supervised bound)
   for m in cam jigsaw-cam amn; do
     wsss maps --run "$r" --method "$m" --split train_aug
