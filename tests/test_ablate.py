@@ -53,6 +53,12 @@ def test_region_grid_is_chosen_on_tune(tiny_data, tmp_path):
     run_ablation(run, groups=["randomized weights (sanity)"], samples=2, progress=False)
     fused = fusion_grid(run, fillers=("saliency@random",), modes=("geo",), progress=False)
     assert "geo(saliency@random)" in fused
+    from wsss.pipeline import summarize_runs
+
+    study = summarize_runs([run, run])["study"]
+    assert study["region(saliency)"]["miou"]["mean"] == best["miou"] and study["region(saliency)"]["miou"]["n"] == 2
+    assert study["fusion geo(saliency)"]["miou"]["mean"] == run.results()["ablation"]["fusion_grid"]["geo(saliency)"]["miou"]
+    assert "variant saliency@random" in study
     assert all(0 <= v["miou"] <= 1 for v in fused.values())
 
 

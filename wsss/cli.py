@@ -478,6 +478,10 @@ def summarize(
         print(f"{key:<22}" + "".join(f"{_pm(c):>20}" for c in cells))
     for key, row in sorted(table["segmentation"].items()):
         print(f"segmenter on {key:<12} val mIoU {_pm(row)}")
+    if table["study"]:
+        print("study entries (wsss ablate; t chosen on tune), mIoU@fixed:")
+        for key, row in sorted(table["study"].items(), key=lambda kv: -(kv[1]["miou"] or {"mean": 0})["mean"]):
+            print(f"  {key:<44}{_pm(row['miou']):>20}   P {_pm(row['precision'])}   R {_pm(row['recall'])}")
 
 
 def _pm(c) -> str:

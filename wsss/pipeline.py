@@ -622,4 +622,24 @@ def summarize_runs(runs: list[Run]) -> dict:
                    for f, path in fields.items()} for k in keys}
     seg_keys = sorted({k for res in results for k in res.get("segmentation", {})})
     seg = {k: stat([res.get("segmentation", {}).get(k, {}).get("val_miou") for res in results]) for k in seg_keys}
-    return {"runs": [str(r.path) for r in runs], "methods": methods, "segmentation": seg}
+    study_rows = [_study_entries(res) for res in results]
+    study_fields = {"miou": ("miou",), "best": ("best_miou",), "precision": ("precision",),
+                    "recall": ("recall",), "ndr_recall": ("ndr_recall",)}
+    study = {k: {f: stat([get(rows.get(k, {}), path) for rows in study_rows]) for f, path in study_fields.items()}
+             for k in sorted({k for rows in study_rows for k in rows})}
+    return {"runs": [str(r.path) for r in runs], "methods": methods, "segmentation": seg, "study": study}
+
+
+def _study_entries(res: dict) -> dict[str, dict]:
+    """A run's ablation results by name: ``fusion geo(saliency)`` (CAM fused with a map), ``region(cropsal)``
+    (the CAM-seeded region at its tune-chosen setting), ``variant <name>`` (study groups, AMN grid)."""
+    abl = res.get("ablation") or {}
+    out = {f"fusion {k}": v for k, v in (abl.get("fusion_grid") or {}).items()}
+    chosen: dict[str, dict] = {}
+    for v in (abl.get("region_grid") or {}).values():
+        best = chosen.get(v["filler"])
+        if best is None or (v.get("tune_miou") or -1) > (best.get("tune_miou") or -1):
+            chosen[v["filler"]] = v
+    out.update({f"region({f})": v for f, v in chosen.items()})
+    out.update({f"variant {k}": v for k, v in (abl.get("variants") or {}).items()})
+    return out
