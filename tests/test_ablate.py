@@ -57,7 +57,7 @@ def test_region_grid_is_chosen_on_tune(tiny_data, tmp_path):
 
     study = summarize_runs([run, run])["study"]
     assert study["region(saliency)"]["miou"]["mean"] == best["miou"] and study["region(saliency)"]["miou"]["n"] == 2
-    assert study["fusion geo(saliency)"]["miou"]["mean"] == run.results()["ablation"]["fusion_grid"]["geo(saliency)"]["miou"]
+    assert study["fusion geo(CAM, saliency)"]["miou"]["mean"] == run.results()["ablation"]["fusion_grid"]["geo(saliency)"]["miou"]
     assert "variant saliency@random" in study
     assert all(0 <= v["miou"] <= 1 for v in fused.values())
 

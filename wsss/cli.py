@@ -472,10 +472,13 @@ def summarize(
         print(json.dumps(table, indent=1))
         return
     print(f"{len(runs)} runs; mean +- sd (percent)")
-    print(f"{'method':<22}{'mIoU@fixed':>20}{'best':>20}{'precision':>20}{'recall':>20}{'NDR recall':>20}")
+    print(f"{'method':<22}{'mIoU@fixed':>20}{'best':>20}{'precision':>20}{'recall':>20}{'NDR recall':>20}"
+          f"{'robust width':>22}")
     for key, row in sorted(table["methods"].items(), key=lambda kv: -kv[1]["miou"]["mean"]):
         cells = [row[c] for c in ("miou", "best", "precision", "recall", "ndr_recall")]
-        print(f"{key:<22}" + "".join(f"{_pm(c):>20}" for c in cells))
+        w = row.get("robust_width")
+        width = "-" if w is None else f"{w['mean']:.2f} +- {w['sd']:.2f}"
+        print(f"{key:<22}" + "".join(f"{_pm(c):>20}" for c in cells) + f"{width:>22}")
     for key, row in sorted(table["segmentation"].items()):
         print(f"segmenter on {key:<12} val mIoU {_pm(row)}")
     if table["study"]:

@@ -634,7 +634,7 @@ def _study_entries(res: dict) -> dict[str, dict]:
     """A run's ablation results by name: ``fusion geo(saliency)`` (CAM fused with a map), ``region(cropsal)``
     (the CAM-seeded region at its tune-chosen setting), ``variant <name>`` (study groups, AMN grid)."""
     abl = res.get("ablation") or {}
-    out = {f"fusion {k}": v for k, v in (abl.get("fusion_grid") or {}).items()}
+    out = {f"fusion {k.replace('(', '(CAM, ', 1)}": v for k, v in (abl.get("fusion_grid") or {}).items()}
     chosen: dict[str, dict] = {}
     for v in (abl.get("region_grid") or {}).values():
         best = chosen.get(v["filler"])
