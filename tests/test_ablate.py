@@ -53,6 +53,8 @@ def test_region_grid_is_chosen_on_tune(tiny_data, tmp_path):
     run_ablation(run, groups=["randomized weights (sanity)"], samples=2, progress=False)
     fused = fusion_grid(run, fillers=("saliency@random",), modes=("geo",), progress=False)
     assert "geo(saliency@random)" in fused
+    fused = fusion_grid(run, fillers=("saliency@random",), modes=("geo",), base="cam@random", progress=False)
+    assert fused["geo[cam@random](saliency@random)"]["base"] == "cam@random"
     from wsss.pipeline import summarize_runs
 
     study = summarize_runs([run, run])["study"]

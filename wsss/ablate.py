@@ -366,6 +366,12 @@ def region_grid(run: Run, fillers: tuple[str, ...] = ("jigsaw", "saliency", "smo
     return chosen
 
 
+def fusion_label(v: dict) -> str:
+    """``geo(CAM, jigsaw)`` / ``geo(cam@jigsaw-aug, jigsaw@jigsaw-aug)`` for a fusion-grid entry."""
+    base = v.get("base", "cam")
+    return f"{v['fusion']}({'CAM' if base == 'cam' else base}, {v['filler']})"
+
+
 FUSIONS = {
     "max": lambda c, g: np.maximum(c, g),
     "mean": lambda c, g: (c + g) / 2,
@@ -375,22 +381,28 @@ FUSIONS = {
 
 
 def fusion_grid(run: Run, fillers: tuple[str, ...] = ("jigsaw", "saliency", "smoothgrad", "cropsal"),
-                modes: tuple[str, ...] = tuple(FUSIONS), progress: bool = True) -> dict:
+                modes: tuple[str, ...] = tuple(FUSIONS), base: str = "cam", progress: bool = True) -> dict:
     """Fusions of the normalized CAM (max) with each stored gradient map (p99, clipped to 1), built offline
-    from ``RUN/maps``; each scored like a method (t chosen on tune). ``geo`` is what ``jigsaw-cam`` does."""
+    from ``RUN/maps``; each scored like a method (t chosen on tune). ``geo`` is what ``jigsaw-cam`` does.
+    ``base``: the CAM to fuse with (default the run's ``cam``; e.g. the study variant ``cam@jigsaw-aug``),
+    fillers and base may be methods of the run or study variants."""
     from wsss.mapsio import load_maps, save_maps
     from wsss.pseudo import normalize_maps
     from wsss.scoring import score_method
 
-    cam_dir = run.maps_dir("cam")
+    cam_dir = _filler_dir(run, base)
+    if not cam_dir.is_dir():
+        from wsss.errors import ConfigError
+
+        raise ConfigError(f"fusion base {base!r}: no stored maps in {run.path / 'maps'}")
+    tag = "" if base == "cam" else f"[{base}]"
     ids = [i for s in (run.cfg.score_split, run.cfg.tune_split) for i in run.dataset(s).ids]
-    rows = []
     for filler in fillers:
         src = _filler_dir(run, filler)
         if not src.is_dir():
             continue
         for mode in modes:
-            out_dir = run.path / "maps" / "ablate" / f"fusion_{mode}_{_safe(filler)}"
+            out_dir = run.path / "maps" / "ablate" / f"fusion_{mode}{_safe(tag)}_{_safe(filler)}"
             out_dir.mkdir(parents=True, exist_ok=True)
             for image_id in ids:
                 path = out_dir / f"{image_id}.npz"
@@ -399,19 +411,20 @@ def fusion_grid(run: Run, fillers: tuple[str, ...] = ("jigsaw", "saliency", "smo
                     grad, _ = load_maps(src / f"{image_id}.npz")
                     save_maps(path, FUSIONS[mode](normalize_maps(cam, "max"), normalize_maps(grad, "p99")), classes)
             s = score_method(run, out_dir, "max", masks_dir=run.path / "masks" / "ablate" / out_dir.name,
-                             reference_dir=cam_dir, progress=False)
-            v = {"filler": filler, "fusion": mode, "tune_miou": s["tune"]["best"]["miou"], "fixed_t": s["fixed"]["t"],
-                 "miou": s["fixed"]["miou"], "best_miou": s["best"]["miou"], "precision": s["fixed"]["precision"],
-                 "recall": s["fixed"]["recall"], "ndr_recall": s["ndr_recall"]}
-            run.update_results("ablation", "fusion_grid", f"{mode}({filler})", value=v)
-            rows.append([f"{mode}(CAM, {filler})", f"{v['tune_miou'] * 100:.1f}", f"{v['fixed_t']:.2f}",
-                         f"{v['miou'] * 100:.1f}", f"{v['precision'] * 100:.1f}", f"{v['recall'] * 100:.1f}",
-                         "-" if v["ndr_recall"] is None else f"{v['ndr_recall'] * 100:.1f}"])
-            log(f"  {mode}(CAM, {filler}): tune {v['tune_miou'] * 100:.1f} -> {run.cfg.score_split} "
+                             reference_dir=run.maps_dir("cam"), progress=False)
+            v = {"base": base, "filler": filler, "fusion": mode, "tune_miou": s["tune"]["best"]["miou"],
+                 "fixed_t": s["fixed"]["t"], "miou": s["fixed"]["miou"], "best_miou": s["best"]["miou"],
+                 "precision": s["fixed"]["precision"], "recall": s["fixed"]["recall"], "ndr_recall": s["ndr_recall"]}
+            run.update_results("ablation", "fusion_grid", f"{mode}{tag}({filler})", value=v)
+            log(f"  {fusion_label(v)}: tune {v['tune_miou'] * 100:.1f} -> {run.cfg.score_split} "
                 f"{v['miou'] * 100:.1f} (P {v['precision'] * 100:.1f} R {v['recall'] * 100:.1f})")
+    rows = [[fusion_label(v), f"{v['tune_miou'] * 100:.1f}", f"{v['fixed_t']:.2f}", f"{v['miou'] * 100:.1f}",
+             f"{v['precision'] * 100:.1f}", f"{v['recall'] * 100:.1f}",
+             "-" if v["ndr_recall"] is None else f"{v['ndr_recall'] * 100:.1f}"]
+            for v in run.results().get("ablation", {}).get("fusion_grid", {}).values()]
     table = {"title": "CAM fused with a gradient map (normalized maps; t chosen on tune)",
              "columns": ["fusion", "tune mIoU", "t (tune)", "mIoU@t", "prec", "rec", "NDR rec"], "rows": rows,
-             "command": f"wsss ablate --run {run.path} --fusion-grid"}
+             "command": f"wsss ablate --run {run.path} --fusion-grid [--filler NAME] [--fusion-base NAME]"}
     run.update_results("ablation", "tables",
                        value=_merge_tables(run.results().get("ablation", {}).get("tables", []), [table]))
     return run.results()["ablation"]["fusion_grid"]

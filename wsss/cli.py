@@ -411,6 +411,8 @@ def ablate(
     fillers: list[str] = typer.Option(None, "--filler", help="Maps for --fusion-grid / --region-grid (repeatable): a "
                                       "method of the run or a study variant, e.g. 'jigsaw grids=(8,)' (default: "
                                       "jigsaw, saliency, smoothgrad, cropsal)."),
+    fusion_base: str = typer.Option("cam", "--fusion-base", help="The CAM maps --fusion-grid fuses with (a method "
+                                    "or a study variant, e.g. cam@jigsaw-aug)."),
     amn_grid: bool = typer.Option(False, "--amn-grid", help="AMN: CRF labels on/off x learning rate x1/x10/x30 "
                                   "(chosen on tune)."),
     device: str = DeviceOpt,
@@ -435,7 +437,7 @@ def ablate(
     if fusion_grid:
         from wsss.ablate import fusion_grid as _fusion
 
-        _fusion(r, **fill)
+        _fusion(r, base=fusion_base, **fill)
     if amn_grid:
         from wsss.ablate import amn_grid as _amn_grid
 

@@ -634,7 +634,9 @@ def _study_entries(res: dict) -> dict[str, dict]:
     """A run's ablation results by name: ``fusion geo(saliency)`` (CAM fused with a map), ``region(cropsal)``
     (the CAM-seeded region at its tune-chosen setting), ``variant <name>`` (study groups, AMN grid)."""
     abl = res.get("ablation") or {}
-    out = {f"fusion {k.replace('(', '(CAM, ', 1)}": v for k, v in (abl.get("fusion_grid") or {}).items()}
+    from wsss.ablate import fusion_label
+
+    out = {f"fusion {fusion_label(v)}": v for v in (abl.get("fusion_grid") or {}).values()}
     chosen: dict[str, dict] = {}
     for v in (abl.get("region_grid") or {}).values():
         best = chosen.get(v["filler"])
