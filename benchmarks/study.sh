@@ -7,6 +7,7 @@
 #   bash benchmarks/study.sh A [OUTDIR]   # everything else on seed 0: AMN on jigsaw-cam, grids, groups
 #   bash benchmarks/study.sh B [OUTDIR]   # seeds 1-2 fusion grid, CPU bench, Lite0 random vs
 #                                         # ImageNet, a deeper classifier, the part-size knob
+#   bash benchmarks/study.sh C [OUTDIR]   # the jigsaw-augmented classifier on every seed (after A's 2x2)
 # Every command resumes where it stopped (finished variants are kept in results.json).
 set -euo pipefail
 half=${1:?usage: study.sh A|B [OUTDIR]}
@@ -34,6 +35,16 @@ if [ "$half" = A ]; then
     wsss train-seg --run "$r" --masks "$m"
   done
   wsss train-seg --run "$r" --masks gt
+elif [ "$half" = C ]; then  # the jigsaw-augmented classifier (P = 0.5) on every seed: CAM and jigsaw under it
+  for s in 1 2 0; do
+    r=$out/run_$s
+    [ -f "$r/classifier@jigsaw-aug.pt" ] || wsss train-cls --run "$r" --jigsaw-aug 0.5
+    for m in cam jigsaw; do
+      wsss maps --run "$r" --method $m --classifier jigsaw-aug
+      wsss pseudo --run "$r" --method $m@jigsaw-aug
+    done
+    wsss ablate --run "$r" --fusion-grid --fusion-base cam@jigsaw-aug --filler jigsaw@jigsaw-aug
+  done
 elif [ "$half" = B ]; then
   for s in 1 2; do
     wsss ablate --run "$out/run_$s" --fusion-grid --region-grid
