@@ -20,7 +20,7 @@ if [ "$half" = A ]; then
   wsss train-amn --run "$r" --from-maps jigsaw-cam   # AMN on our maps
   wsss maps --run "$r" --method amn-jigsaw-cam
   wsss pseudo --run "$r" --method amn-jigsaw-cam
-  wsss ablate --run "$r" --fusion-grid --region-grid
+  wsss ablate --run "$r" --fusion-grid --region-grid --norm-grid
   wsss ablate --run "$r" --group 'randomized weights (sanity)'
   wsss ablate --run "$r" --group 'samples N'
   wsss ablate --run "$r" --group '2x2 classifier x maps'

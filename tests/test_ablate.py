@@ -92,3 +92,16 @@ def test_variant_equal_to_a_run_method_reuses_its_maps(tiny_data, tmp_path):
     assert not _same_as_run_method(run, "saliency", {"reduction": "l2"}, "plain", ids)
     assert not _same_as_run_method(run, "saliency", {}, "random", ids)
     assert not _same_as_run_method(run, "jigsaw", {}, "plain", ids)  # no stored maps
+
+
+def test_normalization_grid_scores_both(tiny_data, tmp_path):
+    from wsss.ablate import normalization_grid
+
+    run = Run.create(tmp_path / "r", tiny_config(tiny_data, train_segmenter=False))
+    run_pipeline(run, ["cam", "saliency"], progress=False)
+    normalization_grid(run, progress=False)
+    var = run.results()["ablation"]["variants"]
+    for m in ("cam", "saliency"):
+        assert {var[f"{m} norm=max"]["normalization"], var[f"{m} norm=p99"]["normalization"]} == {"max", "p99"}
+    # the default normalization reproduces the method's own score
+    assert var["saliency norm=p99"]["default"] and var["saliency norm=p99"]["miou"] == run.results()["methods"]["saliency"]["fixed"]["miou"]

@@ -476,3 +476,36 @@ def amn_grid(run: Run, crf: tuple = (False, True), lr_mults: tuple[float, ...] =
     run.update_results("ablation", "tables",
                        value=_merge_tables(run.results().get("ablation", {}).get("tables", []), [table]))
     return {r[0]: done[r[0]] for r in rows}
+
+
+def normalization_grid(run: Run, methods: tuple[str, ...] | None = None, progress: bool = True) -> dict:
+    """Every stored method of the run scored with both map normalizations (``max``: divide by the class
+    maximum; ``p99``: by the 99th percentile, clipped to 1), t chosen on tune as always: does the
+    normalization, rather than the map, decide a comparison? Nothing is recomputed."""
+    from wsss.scoring import score_method
+
+    methods = methods or tuple(m for m in run.results().get("methods", {}) if "+" not in m)
+    rows = []
+    for method in methods:
+        src = run.maps_dir(method)
+        if not src.is_dir():
+            continue
+        for norm in ("max", "p99"):
+            name = f"{method} norm={norm}"
+            s = score_method(run, src, norm, masks_dir=run.path / "masks" / "ablate" / _safe(name),
+                             reference_dir=run.maps_dir("cam"), progress=False)
+            v = {"method": method, "normalization": norm, "default": run.cfg.pseudo.norm_for(method) == norm,
+                 "tune_miou": s["tune"]["best"]["miou"] if s["tune"] else None, "fixed_t": s["fixed"]["t"],
+                 "miou": s["fixed"]["miou"], "best_miou": s["best"]["miou"], "precision": s["fixed"]["precision"],
+                 "recall": s["fixed"]["recall"], "ndr_recall": s["ndr_recall"], "robust_width": s["robust_width"]}
+            run.update_results("ablation", "variants", name, value=v)
+            rows.append([name + (" (default)" if v["default"] else ""), f"{v['tune_miou'] * 100:.1f}",
+                         f"{v['fixed_t']:.2f}", f"{v['miou'] * 100:.1f}", f"{v['precision'] * 100:.1f}",
+                         f"{v['recall'] * 100:.1f}", f"{v['robust_width']:.2f}"])
+            log(f"  {name:<32} tune {v['tune_miou'] * 100:.1f}  train@t {v['miou'] * 100:.1f}")
+    table = {"title": "Map normalization: max vs p99 (t chosen on tune)",
+             "columns": ["method, normalization", "tune mIoU", "t (tune)", "mIoU@t", "prec", "rec", "robust width"],
+             "rows": rows, "command": f"wsss ablate --run {run.path} --norm-grid"}
+    run.update_results("ablation", "tables",
+                       value=_merge_tables(run.results().get("ablation", {}).get("tables", []), [table]))
+    return {r[0]: r for r in rows}

@@ -413,6 +413,8 @@ def ablate(
                                       "jigsaw, saliency, smoothgrad, cropsal)."),
     fusion_base: str = typer.Option("cam", "--fusion-base", help="The CAM maps --fusion-grid fuses with (a method "
                                     "or a study variant, e.g. cam@jigsaw-aug)."),
+    norm_grid: bool = typer.Option(False, "--norm-grid", help="Every stored method scored with max and p99 "
+                                   "normalization (chosen on tune)."),
     amn_grid: bool = typer.Option(False, "--amn-grid", help="AMN: CRF labels on/off x learning rate x1/x10/x30 "
                                   "(chosen on tune)."),
     device: str = DeviceOpt,
@@ -442,7 +444,11 @@ def ablate(
         from wsss.ablate import amn_grid as _amn_grid
 
         _amn_grid(r)
-    if group or not (region_grid or fusion_grid or amn_grid):
+    if norm_grid:
+        from wsss.ablate import normalization_grid
+
+        normalization_grid(r)
+    if group or not (region_grid or fusion_grid or amn_grid or norm_grid):
         run_ablation(r, groups=group or None, samples=samples, jigsaw_aug=jigsaw_aug)
     print(f"wrote {_report(r)}")
 
