@@ -487,6 +487,9 @@ def summarize(
         w = row.get("robust_width")
         width = "-" if w is None else f"{w['mean']:.2f} +- {w['sd']:.2f}"
         print(f"{key:<22}" + "".join(f"{_pm(c):>20}" for c in cells) + f"{width:>22}")
+    print(f"\n{'threshold robustness':<22}{'AP':>20}{'oracle-t mIoU':>20}{'spread t=0.1..0.5':>20}")
+    for key, row in sorted(table["methods"].items(), key=lambda kv: -kv[1]["miou"]["mean"]):
+        print(f"{key:<22}" + "".join(f"{_pm(row.get(c)):>20}" for c in ("ap", "oracle_miou", "spread")))
     for key, row in sorted(table["segmentation"].items()):
         print(f"segmenter on {key:<12} val mIoU {_pm(row)}")
     if table["study"]:

@@ -602,7 +602,8 @@ DEMO_METHODS = ["cam", "gradcam", "saliency", "jigsaw", "jigsaw-cam", "amn"]
 def summarize_runs(runs: list[Run]) -> dict:
     """Mean and sample sd over runs of each method's fixed-t scores and each segmenter's val mIoU."""
     fields = {"miou": ("fixed", "miou"), "best": ("best", "miou"), "precision": ("fixed", "precision"),
-              "recall": ("fixed", "recall"), "ndr_recall": ("ndr_recall",), "robust_width": ("robust_width",)}
+              "recall": ("fixed", "recall"), "ndr_recall": ("ndr_recall",), "robust_width": ("robust_width",),
+              "ap": ("ap",), "oracle_miou": ("oracle_miou",), "spread": ("spread_0.1_0.5",)}
 
     def stat(values: list) -> dict | None:
         vals = [v for v in values if v is not None]
