@@ -59,7 +59,7 @@ elif [ "$half" = B ]; then
   # a deeper classifier (larger receptive field), same data and recipe
   [ -f "$out/deep_0/report.md" ] || wsss run --config configs/synth_smallcnn_deep.yaml --data "$out/data_0" \
     --out "$out/deep_0" --no-seg --force
-  wsss ablate --run "$out/deep_0" --fusion-grid
+  wsss ablate --run "$out/deep_0" --fusion-grid --group 'randomized weights (sanity)' --samples 4  # + its receptive field
   # the part-discriminativeness knob (default 0.03 of the object's area; the defaults stay frozen)
   for pf in 0.1 0.015; do
     [ -d "$out/data_pf$pf" ] || wsss data synth --out "$out/data_pf$pf" --part-frac "$pf"
