@@ -19,7 +19,9 @@ one_seed() {
     wsss pseudo --run "$out/run_$s" --method amn
   fi
 }
-one_seed 0 & one_seed 1; wait
+one_seed 0 & pid=$!
+one_seed 1
+wait "$pid"  # fails the script when seed 0 failed
 one_seed 2
 wsss summarize "$out"/run_0 "$out"/run_1 "$out"/run_2
 wsss summarize "$out"/run_0 "$out"/run_1 "$out"/run_2 --json > "$out/summary.json"
