@@ -70,9 +70,10 @@ def test_amn_on_other_maps_and_amn_grid(tiny_data, tmp_path):
     from wsss.ablate import amn_grid
 
     run = Run.create(tmp_path / "r", tiny_config(tiny_data, train_segmenter=False))
-    run_pipeline(run, ["cam", "saliency", "amn-saliency"], progress=False)
+    run_pipeline(run, ["cam", "saliency", "amn-saliency", "amn-cam"], progress=False)
     res = run.results()
     assert (run.path / "amn-saliency.pt").exists() and not (run.path / "amn.pt").exists()
+    assert (run.path / "amn-cam.pt").exists() and "amn-cam" in res["methods"]  # explicit name for the default maps
     assert res["amn_variants"]["amn-saliency"]["labels_from"] == "saliency"
     assert 0 <= res["methods"]["amn-saliency"]["fixed"]["miou"] <= 1
     grid = amn_grid(run, crf=(False,), lr_mults=(1.0, 10.0), progress=False)

@@ -438,7 +438,7 @@ def run_pipeline(run: Run, methods: list[str] | None = None, progress: bool = Tr
             make_maps(run, m, splits=splits, progress=progress)
     for m in amns:
         log(f"[2b] AMN on {amn_source(run, m)} maps ({m})")
-        train_amn(run, amn_source(run, m), progress=progress)
+        train_amn(run, amn_source(run, m), progress=progress, name=m)
         splits = (cfg.score_split, cfg.tune_split) + ((cfg.train_split,) if m in need_aug else ())
         with timed(run, f"maps/{m}"):
             make_maps(run, m, splits=splits, progress=progress)
@@ -460,9 +460,9 @@ def run_pipeline(run: Run, methods: list[str] | None = None, progress: bool = Tr
 
 
 def train_amn(run: Run, from_maps: str | None = None, progress: bool = True, amn_cfg=None,
-              out: Path | None = None) -> dict:
+              out: Path | None = None, name: str | None = None) -> dict:
     """Train AMN on labels from ``from_maps`` (default: the config's). The checkpoint is ``RUN/<name>.pt``
-    with ``name`` = :func:`amn_name` (``amn``, or ``amn-<maps>`` for other maps) and the training summary
+    with ``name`` = :func:`amn_name` (``amn``, or ``amn-<maps>`` for other maps) unless given and the training summary
     goes to ``results["amn"]`` / ``results["amn_variants"][name]``; ``amn_cfg`` / ``out`` (the AMN study)
     override the config and the checkpoint and record nothing."""
     from wsss.train.amn import train_amn as _train
@@ -471,7 +471,7 @@ def train_amn(run: Run, from_maps: str | None = None, progress: bool = True, amn
     if from_maps not in localize.available():
         raise ConfigError(f"--from-maps {from_maps}: not a localization method ({', '.join(localize.available())})")
     cfg = (amn_cfg or run.cfg.amn).model_copy(update={"from_maps": from_maps})
-    name = amn_name(run, from_maps)
+    name = name or amn_name(run, from_maps)
     maps_dir = run.maps_dir(from_maps)
     ids = run.dataset(run.cfg.train_split).ids
     if not maps_dir.is_dir() or any(not (maps_dir / f"{i}.npz").exists() for i in ids):
