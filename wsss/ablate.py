@@ -105,7 +105,6 @@ def run_ablation(
     jigsaw_aug: float = 0.5,
     progress: bool = True,
 ) -> dict:
-    from wsss.scoring import score_method
 
     variants = study_variants(samples)
     groups = groups or list(variants)
@@ -132,7 +131,7 @@ def run_ablation(
         for name, method, opts, clf in variants[group]:
             if name not in done:
                 done[name] = _score_variant(
-                    run, name, method, opts, clf, samples, device, progress, score_method
+                    run, name, method, opts, clf, device, progress
                 )
                 run.update_results("ablation", "variants", name, value=done[name])
             v = done[name]
@@ -248,9 +247,26 @@ def _same_as_run_method(run: Run, method: str, opts: dict, clf: str, ids: list[s
     return all((run.maps_dir(method) / f"{i}.npz").exists() for i in ids)
 
 
-def _score_variant(run, name, method, opts, clf, samples, device, progress, score_method, loc=None) -> dict:
+def _scores(summary: dict) -> dict:
+    """The fields every study entry records from a :func:`wsss.scoring.score_method` summary (t chosen on
+    tune; ``tune_miou`` is None without a tune split)."""
+    return {
+        "tune_miou": summary["tune"]["best"]["miou"] if summary["tune"] else None,
+        "fixed_t": summary["fixed"]["t"],
+        "miou": summary["fixed"]["miou"],
+        "best_miou": summary["best"]["miou"],
+        "precision": summary["fixed"]["precision"],
+        "recall": summary["fixed"]["recall"],
+        "ndr_recall": summary["ndr_recall"],
+        "ap": summary["ap"],
+        "robust_width": summary["robust_width"],
+    }
+
+
+def _score_variant(run, name, method, opts, clf, device, progress, loc=None) -> dict:
     from wsss.data.transforms import to_tensor
     from wsss.mapsio import save_maps
+    from wsss.scoring import score_method
 
     safe = _safe(name)
     ids = [(s, i) for s in (run.cfg.score_split, run.cfg.tune_split) for i in run.dataset(s).ids]
@@ -290,15 +306,7 @@ def _score_variant(run, name, method, opts, clf, samples, device, progress, scor
         "method": method,
         "options": {k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()},
         "classifier": clf,
-        "tune_miou": summ["tune"]["best"]["miou"] if summ["tune"] else None,
-        "fixed_t": summ["fixed"]["t"],
-        "miou": summ["fixed"]["miou"],
-        "best_miou": summ["best"]["miou"],
-        "precision": summ["fixed"]["precision"],
-        "recall": summ["fixed"]["recall"],
-        "ndr_recall": summ["ndr_recall"],
-        "ap": summ["ap"],
-        "robust_width": summ["robust_width"],
+        **_scores(summ),
         "seconds_per_image": spi,
     }
     log(
@@ -343,11 +351,7 @@ def region_grid(run: Run, fillers: tuple[str, ...] = ("jigsaw", "saliency", "smo
                     save_maps(path, np.minimum(fill / scale, 1.0) * region, classes)
                 summ = score_method(run, out_dir, "max", masks_dir=run.path / "masks" / "ablate" / out_dir.name,
                                     reference_dir=cam_dir, progress=False)
-                v = {"filler": filler, "seed_threshold": thr, "dilation": dil,
-                     "tune_miou": summ["tune"]["best"]["miou"], "fixed_t": summ["fixed"]["t"],
-                     "miou": summ["fixed"]["miou"], "best_miou": summ["best"]["miou"],
-                     "precision": summ["fixed"]["precision"], "recall": summ["fixed"]["recall"],
-                     "ndr_recall": summ["ndr_recall"]}
+                v = {"filler": filler, "seed_threshold": thr, "dilation": dil, **_scores(summ)}
                 run.update_results("ablation", "region_grid", name, value=v)
                 if best is None or v["tune_miou"] > best[1]["tune_miou"]:
                     best = (name, v)
@@ -412,9 +416,7 @@ def fusion_grid(run: Run, fillers: tuple[str, ...] = ("jigsaw", "saliency", "smo
                     save_maps(path, FUSIONS[mode](normalize_maps(cam, "max"), normalize_maps(grad, "p99")), classes)
             s = score_method(run, out_dir, "max", masks_dir=run.path / "masks" / "ablate" / out_dir.name,
                              reference_dir=run.maps_dir("cam"), progress=False)
-            v = {"base": base, "filler": filler, "fusion": mode, "tune_miou": s["tune"]["best"]["miou"],
-                 "fixed_t": s["fixed"]["t"], "miou": s["fixed"]["miou"], "best_miou": s["best"]["miou"],
-                 "precision": s["fixed"]["precision"], "recall": s["fixed"]["recall"], "ndr_recall": s["ndr_recall"]}
+            v = {"base": base, "filler": filler, "fusion": mode, **_scores(s)}
             run.update_results("ablation", "fusion_grid", f"{mode}{tag}({filler})", value=v)
             log(f"  {fusion_label(v)}: tune {v['tune_miou'] * 100:.1f} -> {run.cfg.score_split} "
                 f"{v['miou'] * 100:.1f} (P {v['precision'] * 100:.1f} R {v['recall'] * 100:.1f})")
@@ -441,7 +443,6 @@ def amn_grid(run: Run, crf: tuple = (False, True), lr_mults: tuple[float, ...] =
     benchmark defaults of ``amn`` (``AMNConfig``) were chosen from this table's tune column."""
     from wsss.crf import crf_available
     from wsss.pipeline import amn_localizer, train_amn
-    from wsss.scoring import score_method
 
     from_maps = from_maps or run.cfg.amn.from_maps
     base = run.cfg.amn
@@ -463,7 +464,7 @@ def amn_grid(run: Run, crf: tuple = (False, True), lr_mults: tuple[float, ...] =
                     train_amn(run, from_maps, progress=progress, amn_cfg=cfg, out=ckpt)
                 loc = amn_localizer(run, ckpt, from_maps, amn_cfg=cfg)
                 v = _score_variant(run, name, "amn", {"crf": use_crf, "lr_mult": mult, "from_maps": from_maps},
-                                   "plain", 0, device, progress, score_method, loc=loc)
+                                   "plain", device, progress, loc=loc)
                 done[name] = v
                 run.update_results("ablation", "variants", name, value=v)
             v = done[name]
@@ -495,9 +496,7 @@ def normalization_grid(run: Run, methods: tuple[str, ...] | None = None, progres
             s = score_method(run, src, norm, masks_dir=run.path / "masks" / "ablate" / _safe(name),
                              reference_dir=run.maps_dir("cam"), progress=False)
             v = {"method": method, "normalization": norm, "default": run.cfg.pseudo.norm_for(method) == norm,
-                 "tune_miou": s["tune"]["best"]["miou"] if s["tune"] else None, "fixed_t": s["fixed"]["t"],
-                 "miou": s["fixed"]["miou"], "best_miou": s["best"]["miou"], "precision": s["fixed"]["precision"],
-                 "recall": s["fixed"]["recall"], "ndr_recall": s["ndr_recall"], "robust_width": s["robust_width"]}
+                 **_scores(s)}
             run.update_results("ablation", "variants", name, value=v)
             rows.append([name + (" (default)" if v["default"] else ""), f"{v['tune_miou'] * 100:.1f}",
                          f"{v['fixed_t']:.2f}", f"{v['miou'] * 100:.1f}", f"{v['precision'] * 100:.1f}",

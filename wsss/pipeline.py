@@ -425,8 +425,8 @@ def run_pipeline(run: Run, methods: list[str] | None = None, progress: bool = Tr
     if not run.classifier_path().exists():
         log("[1] classifier")
         train_cls(run, progress=progress)
-    amns = [m for m in methods if amn_source(run, m) is not None]
-    need_aug = [amn_source(run, m) for m in amns]
+    amns = {m: src for m in methods if (src := amn_source(run, m)) is not None}  # AMN method -> its maps
+    need_aug = list(amns.values())
     if cfg.train_segmenter:
         need_aug += [m for m in cfg.seg.methods if m in methods]
     log("[2] localization maps")
@@ -436,9 +436,9 @@ def run_pipeline(run: Run, methods: list[str] | None = None, progress: bool = Tr
         splits = (cfg.score_split, cfg.tune_split) + ((cfg.train_split,) if m in need_aug else ())
         with timed(run, f"maps/{m}"):
             make_maps(run, m, splits=splits, progress=progress)
-    for m in amns:
-        log(f"[2b] AMN on {amn_source(run, m)} maps ({m})")
-        train_amn(run, amn_source(run, m), progress=progress, name=m)
+    for m, src in amns.items():
+        log(f"[2b] AMN on {src} maps ({m})")
+        train_amn(run, src, progress=progress, name=m)
         splits = (cfg.score_split, cfg.tune_split) + ((cfg.train_split,) if m in need_aug else ())
         with timed(run, f"maps/{m}"):
             make_maps(run, m, splits=splits, progress=progress)
