@@ -117,3 +117,15 @@ def test_run_set_overrides_the_config(monkeypatch, capsys, tiny_data, tmp_path):
                                str(tmp_path / "x"), "--set", bad)
         assert code != 0 and msg in err and "Traceback" not in err
         assert err.strip().count("\n") == 0
+
+
+def test_data_synth_benchmark_version(monkeypatch, capsys, tmp_path):
+    code, _, _ = run_cli(monkeypatch, capsys, "data", "synth", "--out", str(tmp_path / "v1"), "--benchmark", "v1",
+                         "--images", "8")
+    assert code == 0
+    knobs = json.loads((tmp_path / "v1" / "synth.json").read_text())
+    assert knobs["size"] == 128 and knobs["images"] == 8  # v1's frozen side, the override on top
+    assert Image.open(tmp_path / "v1" / "JPEGImages" / "trainaug_00000.jpg").size == (128, 128)
+    code, _, err = run_cli(monkeypatch, capsys, "data", "synth", "--out", str(tmp_path / "v0"), "--benchmark", "v0")
+    assert code != 0 and "v0" in err and "Traceback" not in err
+    assert not (tmp_path / "v0").exists()

@@ -89,7 +89,8 @@ def _methods(value: str | None) -> list[str] | None:
 def data_synth(
     out: Path = typer.Option(..., "--out", help="Folder to write (VOC layout)."),
     seed: int = typer.Option(0, help="Generator seed."),
-    size: int = typer.Option(None, help="Image side in pixels (default: frozen default)."),
+    benchmark: str = typer.Option(None, "--benchmark", help="Benchmark version (v1, v2; default the newest)."),
+    size: int = typer.Option(None, help="Image side in pixels (default: the version's)."),
     images: int = typer.Option(None, help="train_aug images (train = 1/3, tune = 1/4 of them; val = 1/3)."),
     classes: int = typer.Option(None, "--classes", help="Number of object classes."),
     max_objects: int = typer.Option(None, help="Most objects per image."),
@@ -105,7 +106,7 @@ def data_synth(
     """Write the built-in benchmark. Example: `wsss data synth --out data/synth --seed 0`."""
     from dataclasses import fields
 
-    from wsss.data.synth import SynthConfig, dataset_hash, write_benchmark
+    from wsss.data.synth import LATEST, SynthConfig, benchmark_config, dataset_hash, write_benchmark
 
     overrides = dict(
         seed=seed,
@@ -119,7 +120,10 @@ def data_synth(
         occlusion=occlusion,
     )
     valid = {f.name for f in fields(SynthConfig)}
-    cfg = SynthConfig(**{k: v for k, v in overrides.items() if v is not None and k in valid})
+    try:
+        cfg = benchmark_config(benchmark or LATEST, **{k: v for k, v in overrides.items() if v is not None and k in valid})
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--benchmark") from None
     t0 = time.time()
     write_benchmark(out, cfg)
     print(f"wrote {out} in {time.time() - t0:.1f} s (hash {dataset_hash(out)[:12]})")
@@ -237,6 +241,7 @@ def demo(
     ),
     device: str = typer.Option("cpu", "--device", help="cpu (default) | auto | cuda"),
     seed: int = typer.Option(0, "--seed", help="Seed of the data, the training and the sampling."),
+    benchmark: str = typer.Option(None, "--benchmark", help="Built-in benchmark version (v1, v2; default the newest)."),
     force: bool = ForceOpt,
     resume: bool = ResumeOpt,
 ):
@@ -244,7 +249,7 @@ def demo(
     from wsss.pipeline import Run
     from wsss.pipeline import demo as _demo
 
-    _demo(out, quick=quick, device=device, force=force, resume=resume, seed=seed)
+    _demo(out, quick=quick, device=device, force=force, resume=resume, seed=seed, benchmark=benchmark)
     _summary(Run(out))
 
 

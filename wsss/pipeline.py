@@ -572,9 +572,15 @@ def build_config(
 
 
 def demo(out: str | Path, quick: bool = False, device: str = "cpu", force: bool = False, resume: bool = False,
-         seed: int = 0) -> dict:
-    """``wsss data synth`` + ``wsss run`` on the built-in benchmark (CPU by default)."""
-    from wsss.data.synth import SynthConfig, write_benchmark
+         seed: int = 0, benchmark: str | None = None) -> dict:
+    """``wsss data synth`` + ``wsss run`` on the built-in benchmark (CPU by default; ``benchmark``: its
+    version, default the newest)."""
+    from wsss.data.synth import LATEST, benchmark_config, write_benchmark
+
+    try:
+        synth = benchmark_config(benchmark or LATEST, seed=seed, **({"images": QUICK_IMAGES} if quick else {}))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not (force or resume):
@@ -582,7 +588,6 @@ def demo(out: str | Path, quick: bool = False, device: str = "cpu", force: bool 
     if force and out.exists() and is_main():
         shutil.rmtree(out)
     t0 = time.time()
-    synth = SynthConfig(images=QUICK_IMAGES, seed=seed) if quick else SynthConfig(seed=seed)
     data = out.parent / f"{out.name}_data"
     log(f"[0] built-in benchmark -> {data}")
     write_benchmark(data, synth)
