@@ -129,3 +129,13 @@ def test_data_synth_benchmark_version(monkeypatch, capsys, tmp_path):
     code, _, err = run_cli(monkeypatch, capsys, "data", "synth", "--out", str(tmp_path / "v0"), "--benchmark", "v0")
     assert code != 0 and "v0" in err and "Traceback" not in err
     assert not (tmp_path / "v0").exists()
+
+
+def test_data_synth_knobs(monkeypatch, capsys, tmp_path):
+    code, _, _ = run_cli(monkeypatch, capsys, "data", "synth", "--out", str(tmp_path / "d"), "--images", "4",
+                         "--size", "48", "--part-offset", "0.8", "--body-radius", "0.3,0.4", "--distractors", "1")
+    assert code == 0
+    knobs = json.loads((tmp_path / "d" / "synth.json").read_text())
+    assert knobs["part_offset"] == 0.8 and knobs["body_radius"] == [0.3, 0.4] and knobs["distractors"] == 1
+    code, _, err = run_cli(monkeypatch, capsys, "data", "synth", "--out", str(tmp_path / "e"), "--body-radius", "0.5")
+    assert code != 0 and "--body-radius" in err and "Traceback" not in err

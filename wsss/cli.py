@@ -100,6 +100,14 @@ def data_synth(
     body_signal: float = typer.Option(
         None, help="Class-specific body tint (0 = bodies fully shared in a group)."
     ),
+    part_offset: float = typer.Option(
+        None, help="Part centre along the body's major axis, fraction of the semi-axis (1 = at the tip)."
+    ),
+    body_radius: str = typer.Option(
+        None, help="Body semi-major axis range as a fraction of the side, 'LO,HI' (e.g. 0.36,0.48)."
+    ),
+    camouflage: float = typer.Option(None, help="Probability that the background is a body texture."),
+    distractors: float = typer.Option(None, help="Expected unlabelled part-less bodies per image."),
     background_bias: float = typer.Option(None, help="Probability of a class-correlated background."),
     occlusion: float = typer.Option(None, help="Probability that objects may overlap."),
 ):
@@ -116,6 +124,10 @@ def data_synth(
         max_objects=max_objects,
         part_frac=part_frac,
         body_signal=body_signal,
+        part_offset=part_offset,
+        body_radius=_float_pair(body_radius, "--body-radius") if body_radius else None,
+        camouflage=camouflage,
+        distractors=distractors,
         background_bias=background_bias,
         occlusion=occlusion,
     )
@@ -127,6 +139,16 @@ def data_synth(
     t0 = time.time()
     write_benchmark(out, cfg)
     print(f"wrote {out} in {time.time() - t0:.1f} s (hash {dataset_hash(out)[:12]})")
+
+
+def _float_pair(text: str, flag: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"{flag}: expected LO,HI (two numbers), got {text!r}") from None
+    if not 0 < lo <= hi:
+        raise typer.BadParameter(f"{flag}: expected 0 < LO <= HI, got {text!r}")
+    return lo, hi
 
 
 @data_app.command("make-tune")
