@@ -19,4 +19,7 @@ probe big70 --body-radius 0.44,0.56 --part-offset 0.7; wait "$a"
 probe big45 --body-radius 0.44,0.56 & a=$!
 probe s144 --size 144; wait "$a"
 probe s160 --size 160  # = v2
-wsss summarize "$out"/run_{v1,off85,off85d,big70,big45,s144,s160}
+for n in v1 off85 off85d big70 big45 s144 s160; do
+  echo "== $n: $(grep '^| plain |' "$out/run_$n/report.md")"  # classifier: arch, jigsaw-aug, val mAP, seconds
+  wsss summarize "$out/run_$n" | sed -n 2,4p
+done
