@@ -52,6 +52,23 @@ def test_pipeline_writes_every_artefact(finished_run):
     assert (run.path / "report.md").exists() and (run.path / "config.yaml").exists()
 
 
+def test_jigsaw_cam_fused_from_stored_maps_equals_computing_it(finished_run, tmp_path):
+    """run_pipeline fuses jigsaw-cam from the stored cam and jigsaw maps; `wsss maps` computes it directly."""
+    run = finished_run
+    timing = json.loads((run.maps_dir("jigsaw-cam") / "_timing.rank0.json").read_text())
+    assert timing["fused_from"] == ["cam", "jigsaw"]
+    direct = Run.create(tmp_path / "direct", run.cfg)
+    direct.classifier_path().write_bytes(run.classifier_path().read_bytes())
+    make_maps(direct, "jigsaw-cam", progress=False)
+    ids = sorted(p.stem for p in direct.maps_dir("jigsaw-cam").glob("*.npz"))
+    assert ids == sorted(p.stem for p in run.maps_dir("jigsaw-cam").glob("*.npz"))
+    for image_id in ids:
+        a, ca = load_maps(direct.maps_dir("jigsaw-cam") / f"{image_id}.npz")
+        b, cb = load_maps(run.maps_dir("jigsaw-cam") / f"{image_id}.npz")
+        np.testing.assert_array_equal(ca, cb)
+        np.testing.assert_allclose(a, b, atol=2e-3)  # both in [0, 1]; float16 storage of the inputs
+
+
 def test_maps_resume_skips_finished_images(finished_run):
     run = finished_run
     d = run.maps_dir("saliency")

@@ -133,12 +133,21 @@ class CamSeeded(Localizer):
         with torch.no_grad():
             cam = self.cam.attribute(images, labels, ids)
         fill = self.filler.attribute(images, labels, ids)
-        scale = torch.quantile(fill.flatten(2), 0.99, dim=2).clamp_min(1e-12)[:, :, None, None]
-        fill = (fill / scale).clamp(max=1)
         if self.fusion == "geo":
-            peak = cam.flatten(2).amax(2).clamp_min(1e-12)[:, :, None, None]
-            return torch.sqrt(cam / peak * fill)
-        return fill * region_from_cam(cam, self.seed_threshold, self.dilation)
+            return geo_fusion(cam, fill)
+        return _p99_unit(fill) * region_from_cam(cam, self.seed_threshold, self.dilation)
+
+
+def _p99_unit(fill: torch.Tensor) -> torch.Tensor:
+    scale = torch.quantile(fill.flatten(-2), 0.99, dim=-1).clamp_min(1e-12)[..., None, None]
+    return (fill / scale).clamp(max=1)
+
+
+def geo_fusion(cam: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+    """``sqrt(CAM / max CAM * min(G / p99(G), 1))`` per map of raw ``cam`` and filler ``fill`` maps
+    (``(..., H, W)``, same shape): what ``jigsaw-cam`` returns, also applied to stored maps by the pipeline."""
+    peak = cam.flatten(-2).amax(-1).clamp_min(1e-12)[..., None, None]
+    return torch.sqrt(cam / peak * _p99_unit(fill))
 
 
 def region_from_cam(cam: torch.Tensor, threshold: float, dilation: int) -> torch.Tensor:
