@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The jigsaw / AMN study on the built-in benchmark, as quoted in the README and the issue notes.
-# Needs the three seed runs of seeds.sh (with AMN) in the same OUTDIR (run_0..2 with their data_S).
+# Needs the three seed runs of seeds.sh (with AMN) in the same OUTDIR (run_0..2 with their data_S). The README's
+# study ran on benchmark v1: `BENCH=v1 bash benchmarks/seeds.sh runs/s`, then this script on runs/s.
 # First the AMN study on seed 0 (its tune column chose the AMN defaults in wsss/config.py):
 #   wsss ablate --run runs/s/run_0 --amn-grid
 # then two halves that touch different run directories, so they can run side by side on two cores:
