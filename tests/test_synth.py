@@ -61,3 +61,11 @@ def test_written_benchmark_reads_back(tiny_data):
     present = set(np.unique(s.mask)) - {0, 255}
     assert {int(c) for c in np.nonzero(s.labels)[0] + 1} == present
     assert 1 <= len(present) <= SynthConfig().max_objects
+
+
+def test_describe_names_the_version_and_the_changed_knobs(tmp_path):
+    from wsss.data.synth import describe, write_benchmark
+
+    write_benchmark(tmp_path / "d", benchmark_config("v1", images=4, seed=3), progress=False)
+    assert describe(tmp_path / "d") == "built-in benchmark v1, seed 3, images=4"
+    assert describe(tmp_path) is None  # not written by write_benchmark

@@ -86,6 +86,26 @@ BENCHMARKS: dict[str, dict] = {"v1": {"size": 128}, "v2": {}}
 LATEST = "v2"
 
 
+def describe(root: str | Path) -> str | None:
+    """``built-in benchmark v2, seed 0`` for a folder written by :func:`write_benchmark` (its ``synth.json``),
+    with the knobs that differ from the nearest version; None for other data."""
+    import json
+
+    path = Path(root) / "synth.json"
+    if not path.exists():
+        return None
+    knobs = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(path.read_text()).items()}
+    best = None
+    for name in BENCHMARKS:
+        ref = asdict(benchmark_config(name))
+        diff = {k: v for k, v in knobs.items() if k != "seed" and ref.get(k) != v}
+        if best is None or len(diff) < len(best[1]):
+            best = name, diff
+    name, diff = best
+    extra = "".join(f", {k}={v}" for k, v in diff.items())
+    return f"built-in benchmark {name}, seed {knobs.get('seed')}{extra}"
+
+
 def benchmark_config(name: str = LATEST, **overrides) -> SynthConfig:
     """The knobs of benchmark version ``name`` (``v1``, ``v2``), with ``overrides`` on top."""
     if name not in BENCHMARKS:

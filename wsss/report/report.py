@@ -99,6 +99,13 @@ def _fixed_miou(m: dict) -> float:
 
 
 # ---- sections ----------------------------------------------------------------------------------------------
+def _synth_line(data: str) -> str:
+    from wsss.data.synth import describe
+
+    text = describe(data) if data else None
+    return f"; {text}" if text else ""
+
+
 def _split_line(run, role: str, split: str) -> str:
     if not split:
         return f"- {role}: {DASH}"
@@ -130,7 +137,7 @@ def header(run) -> str:
         f"# WSSS run report: `{run.path.name}`",
         "",
         f"- run directory: `{run.path}`",
-        f"- dataset: `{cfg.data}` ({cfg.format} layout)",
+        f"- dataset: `{cfg.data}` ({cfg.format} layout{_synth_line(cfg.data)})",
         _split_line(run, "classifier trained on", cfg.train_split),
         _split_line(run, "pseudo-masks scored on (score split)", cfg.score_split),
         _split_line(run, "threshold chosen on (tune split)", cfg.tune_split),
