@@ -21,5 +21,5 @@ probe s144 --size 144; wait "$a"
 probe s160 --size 160  # = v2
 for n in v1 off85 off85d big70 big45 s144 s160; do
   echo "== $n: $(grep '^| plain |' "$out/run_$n/report.md")"  # classifier: arch, jigsaw-aug, val mAP, seconds
-  wsss summarize "$out/run_$n" | grep -E "^(method|cam|saliency) "
+  wsss summarize "$out/run_$n" | grep -E "^(method|threshold|cam|saliency) "
 done
