@@ -320,13 +320,17 @@ def make_maps(
         done += len(batch_ids)
         bar.update(len(batch_ids))
     bar.close()
-    elapsed = time.time() - t0
-    meta_path = out / f"_timing.rank{_rank()}.json"
-    prev = json.loads(meta_path.read_text()) if meta_path.exists() else {"images": 0, "seconds": 0.0}
-    meta = {"images": prev["images"] + done, "seconds": prev["seconds"] + elapsed, "device": str(device)}
-    meta_path.write_text(json.dumps(meta))
+    _add_timing(out, done, time.time() - t0, device)
     barrier()
     return maps_timing(run, key)
+
+
+def _add_timing(maps_dir: Path, images: int, seconds: float, device, **extra) -> None:
+    """Add this rank's images and seconds to ``maps_dir/_timing.rank<r>.json`` (kept across resumes)."""
+    meta_path = maps_dir / f"_timing.rank{_rank()}.json"
+    prev = json.loads(meta_path.read_text()) if meta_path.exists() else {"images": 0, "seconds": 0.0}
+    meta = {"images": prev["images"] + images, "seconds": prev["seconds"] + seconds, "device": str(device), **extra}
+    meta_path.write_text(json.dumps(meta))
 
 
 def stored_fusion_filler(run: Run, method: str) -> str | None:
@@ -364,11 +368,7 @@ def fuse_stored_maps(run: Run, method: str, filler: str, splits: tuple[str, ...]
         fusion = geo_fusion(torch.from_numpy(cam), torch.from_numpy(fill)).numpy()
         save_maps(out / f"{image_id}.npz", fusion, classes)
     per_image = sum(maps_timing(run, m)["seconds_per_image"] or 0.0 for m in ("cam", filler))
-    meta_path = out / f"_timing.rank{_rank()}.json"
-    prev = json.loads(meta_path.read_text()) if meta_path.exists() else {"images": 0, "seconds": 0.0}
-    meta = {"images": prev["images"] + len(todo), "device": str(run.device), "fused_from": ["cam", filler],
-            "seconds": prev["seconds"] + len(todo) * per_image + time.time() - t0}
-    meta_path.write_text(json.dumps(meta))
+    _add_timing(out, len(todo), len(todo) * per_image + time.time() - t0, run.device, fused_from=["cam", filler])
     barrier()
     return maps_timing(run, method)
 
