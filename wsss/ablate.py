@@ -105,7 +105,6 @@ def run_ablation(
     jigsaw_aug: float = 0.5,
     progress: bool = True,
 ) -> dict:
-
     variants = study_variants(samples)
     groups = groups or list(variants)
     unknown = [g for g in groups if g not in variants]

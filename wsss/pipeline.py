@@ -259,16 +259,12 @@ class _SafeLabels:
 
 def map_ids(run: Run, extra_splits: tuple[str, ...] = ()) -> list[str]:
     """Ids that get maps: the score and tune splits (+ extra splits), each once, in order."""
-    ids: list[str] = []
-    seen = set()
-    for split in (run.cfg.score_split, run.cfg.tune_split, *extra_splits):
-        if not split:
-            continue
-        for i in run.dataset(split).ids:
-            if i not in seen:
-                seen.add(i)
-                ids.append(i)
-    return ids
+    return split_ids(run, (run.cfg.score_split, run.cfg.tune_split, *extra_splits))
+
+
+def split_ids(run: Run, splits: tuple[str, ...]) -> list[str]:
+    """The ids of ``splits`` (unset ones skipped), each once, in order."""
+    return list(dict.fromkeys(i for split in splits if split for i in run.dataset(split).ids))
 
 
 def make_maps(
@@ -285,10 +281,7 @@ def make_maps(
     key = maps_key(method, classifier)
     out = run.maps_dir(key)
     out.mkdir(parents=True, exist_ok=True)
-    if splits is None:
-        ids = map_ids(run)
-    else:
-        ids = list(dict.fromkeys(i for s in splits for i in run.dataset(s).ids))
+    ids = map_ids(run) if splits is None else split_ids(run, splits)
     ds = _lookup(run, ids)
     todo = [i for i in shard(ids) if not (out / f"{i}.npz").exists()]
     loc = build_localizer(run, method, classifier)
@@ -357,7 +350,7 @@ def fuse_stored_maps(run: Run, method: str, filler: str, splits: tuple[str, ...]
 
     out = run.maps_dir(method)
     out.mkdir(parents=True, exist_ok=True)
-    ids = list(dict.fromkeys(i for s in splits for i in run.dataset(s).ids))
+    ids = split_ids(run, splits)
     todo = [i for i in shard(ids) if not (out / f"{i}.npz").exists()]
     t0 = time.time()
     for image_id in tqdm(todo, desc=f"maps {method} (fused)", disable=not progress or not is_main(), leave=False):

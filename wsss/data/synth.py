@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import colorsys
 import hashlib
+import json
 import math
 import os
 from dataclasses import asdict, dataclass
@@ -89,19 +90,16 @@ LATEST = "v2"
 def describe(root: str | Path) -> str | None:
     """``built-in benchmark v2, seed 0`` for a folder written by :func:`write_benchmark` (its ``synth.json``),
     with the knobs that differ from the nearest version; None for other data."""
-    import json
-
     path = Path(root) / "synth.json"
     if not path.exists():
         return None
     knobs = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(path.read_text()).items()}
-    best = None
-    for name in BENCHMARKS:
+
+    def changed(name: str) -> dict:
         ref = asdict(benchmark_config(name))
-        diff = {k: v for k, v in knobs.items() if k != "seed" and ref.get(k) != v}
-        if best is None or len(diff) < len(best[1]):
-            best = name, diff
-    name, diff = best
+        return {k: v for k, v in knobs.items() if k != "seed" and ref.get(k) != v}
+
+    name, diff = min(((n, changed(n)) for n in BENCHMARKS), key=lambda pair: len(pair[1]))  # first on ties
     extra = "".join(f", {k}={v}" for k, v in diff.items())
     return f"built-in benchmark {name}, seed {knobs.get('seed')}{extra}"
 
@@ -319,7 +317,6 @@ def write_benchmark(out: str | Path, cfg: SynthConfig | None = None, progress: b
     for split, names in ids.items():
         (out / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(names) + "\n")
     (out / "classes.txt").write_text("\n".join(("background",) + CLASS_NAMES[: cfg.num_classes]) + "\n")
-    import json
 
     (out / "synth.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
     return out
