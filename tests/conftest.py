@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 torch.set_num_threads(min(2, torch.get_num_threads()))
+# A third-party method installed the way a user's package would be (a module + its dist-info with a
+# `wsss.methods` entry point): every registry-wide test runs it too (tests/plugin/toy_wsss_method.py).
+PLUGIN_DIR = Path(__file__).parent / "plugin"
+sys.path.insert(0, str(PLUGIN_DIR))
 
 TINY = dict(size=48, images=24, num_classes=3, body_radius=(0.28, 0.36))
 
@@ -34,13 +40,15 @@ def tiny_data(tmp_path_factory):
 def tiny_config(data, **updates):
     """A run config that trains for seconds: the tiny test profile (not --quick)."""
     from wsss.config import RunConfig
+    from wsss.localize import specs
 
     cfg = RunConfig(data=str(data), device="cpu")
+    sampled = [s.name for s in specs() if s.stochastic and "samples" in s.defaults() and not s.is_fusion]
     base = {
         "classifier.epochs": 2, "classifier.batch_size": 8,
         "amn.epochs": 1, "amn.batch_size": 8,
         "seg.epochs": 1, "seg.batch_size": 8,
-        "maps.options": {m: {"samples": 2} for m in ("smoothgrad", "cropsal", "jigsaw", "shufflecam", "jigsaw-cam")},
+        "maps.options": {m: {"samples": 2} for m in sampled},
     }
     base.update(updates)
     return cfg.with_updates(**base)

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
-from wsss.ablate import effective_receptive_field, run_ablation, study_variants
 from wsss.models import create
-from wsss.pipeline import Run, run_pipeline
+from wsss.report import write_report
+from wsss.report.summary import summarize_runs
+from wsss.run.pipeline import run_pipeline
+from wsss.run.rundir import Run
+from wsss.run.study import (
+    Variant,
+    amn_grid,
+    effective_receptive_field,
+    fusion_grid,
+    normalization_grid,
+    region_grid,
+    run_ablation,
+    same_as_run_method,
+    study_groups,
+)
 
 from .conftest import tiny_config
 
@@ -21,23 +34,19 @@ def test_ablation_group_scores_every_variant(tiny_data, tmp_path):
     run_pipeline(run, ["cam"], progress=False)
     group = "randomized weights (sanity)"
     abl = run_ablation(run, groups=[group], samples=2, progress=False)
-    names = [v[0] for v in study_variants(2)[group]]
+    names = [v.name for v in study_groups(2)[group]]
     assert set(names) <= set(abl["variants"])
     (table,) = [t for t in abl["tables"] if t["title"] == group]
-    assert [r[0] for r in table["rows"]] == names
+    assert table["entries"] == names and table["kind"] == "variants"
     for name in names:
         v = abl["variants"][name]
         assert 0 <= v["miou"] <= 1 and v["tune_miou"] is not None
     assert abl["receptive_field"]["stride"] == 8
-    from wsss.pipeline import report
-
-    text = report(run).read_text()
+    text = write_report(run).read_text()
     assert "receptive field" in text and (run.path / "figures" / "cost_quality_study.png").exists()
 
 
 def test_region_grid_is_chosen_on_tune(tiny_data, tmp_path):
-    from wsss.ablate import region_grid
-
     run = Run.create(tmp_path / "r", tiny_config(tiny_data, train_segmenter=False))
     run_pipeline(run, ["cam", "saliency"], progress=False)
     chosen = region_grid(run, fillers=("saliency",), thresholds=(0.5, 0.7), dilations=(2, 4), progress=False)
@@ -45,8 +54,6 @@ def test_region_grid_is_chosen_on_tune(tiny_data, tmp_path):
     assert len(grid) == 4
     name, best = chosen["saliency"]
     assert best["tune_miou"] == max(v["tune_miou"] for v in grid.values())
-    from wsss.ablate import fusion_grid
-
     fused = fusion_grid(run, fillers=("saliency",), modes=("geo", "max"), progress=False)
     assert set(fused) == {"geo(saliency)", "max(saliency)"}
     # a study variant's stored maps can be the filler too
@@ -55,8 +62,6 @@ def test_region_grid_is_chosen_on_tune(tiny_data, tmp_path):
     assert "geo(saliency@random)" in fused
     fused = fusion_grid(run, fillers=("saliency@random",), modes=("geo",), base="cam@random", progress=False)
     assert fused["geo[cam@random](saliency@random)"]["base"] == "cam@random"
-    from wsss.pipeline import summarize_runs
-
     study = summarize_runs([run, run])["study"]
     assert study["region(saliency)"]["miou"]["mean"] == best["miou"] and study["region(saliency)"]["miou"]["n"] == 2
     assert study["fusion geo(CAM, saliency)"]["miou"]["mean"] == run.results()["ablation"]["fusion_grid"]["geo(saliency)"]["miou"]
@@ -67,8 +72,6 @@ def test_region_grid_is_chosen_on_tune(tiny_data, tmp_path):
 def test_amn_on_other_maps_and_amn_grid(tiny_data, tmp_path):
     """``amn-<maps>`` is AMN trained on that method's maps (own checkpoint and results); the AMN study
     trains one AMN per setting and scores each like a method."""
-    from wsss.ablate import amn_grid
-
     run = Run.create(tmp_path / "r", tiny_config(tiny_data, train_segmenter=False))
     run_pipeline(run, ["cam", "saliency", "amn-saliency", "amn-cam"], progress=False)
     res = run.results()
@@ -83,21 +86,17 @@ def test_amn_on_other_maps_and_amn_grid(tiny_data, tmp_path):
 
 
 def test_variant_equal_to_a_run_method_reuses_its_maps(tiny_data, tmp_path):
-    from wsss.ablate import _same_as_run_method
-
     run = Run.create(tmp_path / "r", tiny_config(tiny_data, train_segmenter=False))
     run_pipeline(run, ["cam", "saliency"], progress=False)
     ids = run.dataset("train").ids + run.dataset("tune").ids
-    assert _same_as_run_method(run, "saliency", {"samples": 1}, "plain", ids)
-    assert _same_as_run_method(run, "cam", {}, "plain", ids)
-    assert not _same_as_run_method(run, "saliency", {"reduction": "l2"}, "plain", ids)
-    assert not _same_as_run_method(run, "saliency", {}, "random", ids)
-    assert not _same_as_run_method(run, "jigsaw", {}, "plain", ids)  # no stored maps
+    assert same_as_run_method(run, Variant("v", "saliency", {"samples": 1}), ids)
+    assert same_as_run_method(run, Variant("v", "cam"), ids)
+    assert not same_as_run_method(run, Variant("v", "saliency", {"reduction": "l2"}), ids)
+    assert not same_as_run_method(run, Variant("v", "saliency", {}, "random"), ids)
+    assert not same_as_run_method(run, Variant("v", "jigsaw"), ids)  # no stored maps
 
 
 def test_normalization_grid_scores_both(tiny_data, tmp_path):
-    from wsss.ablate import normalization_grid
-
     run = Run.create(tmp_path / "r", tiny_config(tiny_data, train_segmenter=False))
     run_pipeline(run, ["cam", "saliency"], progress=False)
     normalization_grid(run, progress=False)

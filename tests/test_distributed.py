@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from wsss.mapsio import load_maps
-from wsss.pipeline import Run, make_maps, train_cls
+from wsss.run.rundir import Run
+from wsss.run.stages import classifier, maps
 
 from .conftest import tiny_config
 
@@ -26,8 +27,8 @@ def torchrun(*args, cwd):
 @pytest.mark.skipif(sys.platform == "win32", reason="torchrun test uses gloo on Linux/macOS")
 def test_two_process_maps_equal_one_process(tiny_data, tmp_path):
     run = Run.create(tmp_path / "r", tiny_config(tiny_data, **{"classifier.epochs": 1}))
-    train_cls(run, progress=False)
-    make_maps(run, "jigsaw", progress=False)
+    classifier.train(run, progress=False)
+    maps.compute(run, "jigsaw", progress=False)
     single = run.maps_dir("jigsaw")
     shutil.move(single, tmp_path / "single")
     proc = torchrun("maps", "--run-dir", str(run.path), "--method", "jigsaw", "--device", "cpu", cwd=tmp_path)

@@ -15,25 +15,22 @@ from torch import nn
 import wsss.localize as L
 from wsss.errors import ConfigError, WsssError
 from wsss.localize.base import MultiScale
-from wsss.localize.jigsaw import region_from_cam
+from wsss.localize.fusion import region_from_cam
 from wsss.models import CamClassifier, Normalize, create
 from wsss.shuffle import coverage, random_plans
 
 K = 3
 SIZE = 24
 
-# small options so that every sampling method runs in milliseconds; a method not listed runs with defaults
-OPTIONS = {
-    "smoothgrad": dict(samples=3),
-    "cropsal": dict(samples=3),
-    "jigsaw": dict(samples=3),
-    "shufflecam": dict(samples=3),
-    "jigsaw-cam": dict(samples=3, dilation=2),
-}
-STOCHASTIC = {"smoothgrad", "cropsal", "jigsaw", "shufflecam", "jigsaw-cam", "cropsal-cam"}
-CHUNKED = ["smoothgrad", "cropsal", "jigsaw", "shufflecam", "jigsaw-cam"]
-SKIP = {"amn"}  # needs a trained AMN network (tests/test_amn.py)
-METHODS = [m for m in L.available() if m not in SKIP]
+# Every method of the registry (third-party ones of the `wsss.methods` entry points included, e.g. the toy
+# method of tests/plugin), read from the specs: nothing here lists method names.
+SPECS = [s for s in L.specs() if s.requires == "classifier"]  # AMN needs a trained AMN (tests/test_amn.py)
+METHODS = [s.name for s in SPECS]
+STOCHASTIC = {s.name for s in SPECS if s.stochastic}
+# a fusion passes sample options on to its filler
+CHUNKED = [s.name for s in SPECS if s.stochastic and (s.is_fusion or "chunk_size" in s.defaults())]
+# small options so that every sampling method runs in milliseconds
+OPTIONS = {name: dict(samples=3) for name in CHUNKED}
 
 
 def tiny_model(k: int = K, seed: int = 0, pool: int = 1, width: int = 4) -> CamClassifier:

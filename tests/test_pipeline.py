@@ -1,4 +1,4 @@
-"""The pipeline end to end on tiny data, resume, and the run-directory contract (DESIGN §5, §6)."""
+"""The pipeline end to end on tiny data, resume, the plan, and the run-directory contract."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import pytest
 from wsss.errors import RunDirError
 from wsss.labelio import load_label_png
 from wsss.mapsio import load_maps
-from wsss.pipeline import Run, make_maps, pseudo, run_pipeline
+from wsss.run.pipeline import run_pipeline
+from wsss.run.rundir import Run
+from wsss.run.stages import maps, score
 
 from .conftest import tiny_config
 
@@ -53,17 +55,20 @@ def test_pipeline_writes_every_artefact(finished_run):
 
 
 def test_jigsaw_cam_fused_from_stored_maps_equals_computing_it(finished_run, tmp_path):
-    """run_pipeline fuses jigsaw-cam from the stored cam and jigsaw maps; `wsss maps` computes it directly."""
+    """The run fuses jigsaw-cam from the stored cam and jigsaw maps (its spec's inputs); the in-memory fusion
+    (``wsss.localize.create("jigsaw-cam", ...)``) with the run's jigsaw options gives the same maps."""
+    from wsss import localize
+    from wsss.run.stages import classifier
+
     run = finished_run
     timing = json.loads((run.maps_dir("jigsaw-cam") / "_timing.rank0.json").read_text())
     assert timing["fused_from"] == ["cam", "jigsaw"]
-    direct = Run.create(tmp_path / "direct", run.cfg)
-    direct.classifier_path().write_bytes(run.classifier_path().read_bytes())
-    make_maps(direct, "jigsaw-cam", progress=False)
-    ids = sorted(p.stem for p in direct.maps_dir("jigsaw-cam").glob("*.npz"))
-    assert ids == sorted(p.stem for p in run.maps_dir("jigsaw-cam").glob("*.npz"))
+    ids = sorted(p.stem for p in run.maps_dir("jigsaw-cam").glob("*.npz"))
+    loc = localize.create("jigsaw-cam", classifier.load(run), **maps.method_options(run, "jigsaw"))
+    maps.write_maps(loc, ids, run.lookup(ids), tmp_path / "direct", run.device, progress=False)
+    assert ids == sorted(p.stem for p in (tmp_path / "direct").glob("*.npz"))
     for image_id in ids:
-        a, ca = load_maps(direct.maps_dir("jigsaw-cam") / f"{image_id}.npz")
+        a, ca = load_maps(tmp_path / "direct" / f"{image_id}.npz")
         b, cb = load_maps(run.maps_dir("jigsaw-cam") / f"{image_id}.npz")
         np.testing.assert_array_equal(ca, cb)
         np.testing.assert_allclose(a, b, atol=2e-3)  # both in [0, 1]; float16 storage of the inputs
@@ -75,7 +80,7 @@ def test_maps_resume_skips_finished_images(finished_run):
     victim = sorted(d.glob("*.npz"))[0]
     before = {p.name: p.stat().st_mtime_ns for p in d.glob("*.npz") if p != victim}
     victim.unlink()
-    make_maps(run, "saliency", progress=False)
+    maps.compute(run, "saliency", progress=False)
     assert victim.exists()
     after = {p.name: p.stat().st_mtime_ns for p in d.glob("*.npz") if p != victim}
     assert before == after  # nothing already written was touched
@@ -84,7 +89,7 @@ def test_maps_resume_skips_finished_images(finished_run):
 def test_rescoring_is_deterministic(finished_run):
     run = finished_run
     first = run.results()["methods"]["jigsaw"]
-    second = pseudo(run, "jigsaw", progress=False)
+    second = score.pseudo(run, "jigsaw", progress=False)
     assert first["fixed"] == second["fixed"] and first["sweep"] == second["sweep"]
 
 
@@ -96,7 +101,7 @@ def test_existing_run_dir_is_refused_without_force(finished_run):
 
 def test_pseudo_with_crf_writes_its_own_key(finished_run):
     pytest.importorskip("pydensecrf.densecrf", reason="dense CRF needs the [crf] extra")
-    res = pseudo(finished_run, "cam", crf=True, progress=False)
+    res = score.pseudo(finished_run, "cam", crf=True, progress=False)
     results = finished_run.results()["methods"]
     assert "cam+crf" in results and results["cam"]["fixed"] != {}
     assert res["seconds_per_image"] > results["cam"]["seconds_per_image"]  # the CRF time is added
@@ -104,7 +109,7 @@ def test_pseudo_with_crf_writes_its_own_key(finished_run):
 
 
 def test_summarize_runs_mean_and_sd(finished_run):
-    from wsss.pipeline import summarize_runs
+    from wsss.report.summary import summarize_runs
 
     table = summarize_runs([finished_run, finished_run])
     cam = table["methods"]["cam"]["miou"]

@@ -14,7 +14,7 @@ from PIL import Image
 from wsss.config import RunConfig
 from wsss.labelio import save_label_png
 from wsss.mapsio import save_maps
-from wsss.pipeline import Run
+from wsss.run.rundir import Run
 from wsss.report import write_report
 
 S = 16
@@ -79,8 +79,12 @@ RESULTS = {
         },
     },
     "segmentation": {"cam": {"val_miou": 0.3, "seconds": 5.0}, "gt": {"val_miou": 0.6, "seconds": 5.0}},
-    "ablation": {"tables": [{"title": "Samples N", "columns": ["N", "mIoU"], "rows": [[4, 0.5], [8, 0.55]],
-                             "command": "wsss ablate --run RUN --samples 4,8"}]},
+    "ablation": {
+        "variants": {f"jigsaw N={n}": {"tune_miou": 0.5, "fixed_t": 0.2, "miou": m, "best_miou": m + 0.01,
+                                        "precision": 0.6, "recall": 0.7, "ndr_recall": None, "robust_width": 0.1,
+                                        "seconds_per_image": 0.1 * n} for n, m in ((4, 0.5), (8, 0.55))},
+        "tables": [{"title": "Samples N", "kind": "variants", "entries": ["jigsaw N=4", "jigsaw N=8", "absent"],
+                    "command": "wsss ablate --run RUN --samples 4,8"}]},
 }
 
 
@@ -107,6 +111,7 @@ def test_report_full(tmp_path, tiny_voc_dir):
     assert "| plain | smallcnn | 0.0 | 81.2 | 12 |" in text
     assert "| cam | 30.0 | 50.0% | 5 |" in text and "| gt (fully supervised bound) | 60.0 |" in text
     assert "### Samples N" in text and "`wsss ablate --run RUN --samples 4,8`" in text
+    assert "| jigsaw N=8 | 50.0 | 0.20 | 55.0 | 56.0 | 60.0 | 70.0 | — | 0.10 | 0.800 |" in text  # formatted once, here
     assert "| bird | 30.0 |" in text and f"wsss report --run {run.path}" in text
     assert "`train` (2 images)" in text and "`tune` (1 image)" in text  # splits counted
     figs = _referenced(path)

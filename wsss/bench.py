@@ -35,16 +35,71 @@ def _best_of(fn, repeats: int) -> float:
     return min(times)
 
 
-def run_bench(
-    arch: str = "smallcnn",
-    size: int = 96,
-    images: int = 4,
-    classes_per_image: int = 2,
-    samples: int = 16,
-    repeats: int = 3,
-    device: str = "cpu",
-    out: Path | None = None,
-) -> dict:
+def _floor(model, size: int, batch: int, classes_per_image: int, repeats: int, device) -> float:
+    """Seconds per (sample . class) of one forward + one input-gradient backward per class, batch ``batch``."""
+    xb = torch.rand(batch, 3, size, size, device=device)
+    flags = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+    def step():
+        leaf = xb.clone().requires_grad_(True)
+        logits = model(leaf)
+        for c in range(classes_per_image):  # one forward, one input-gradient backward per class
+            torch.autograd.grad(logits[:, c].sum(), leaf, retain_graph=c < classes_per_image - 1)
+
+    t = _best_of(step, repeats)
+    for p, flag in zip(model.parameters(), flags, strict=True):
+        p.requires_grad_(flag)
+    return t / (batch * classes_per_image)  # a forward is shared by the classes, as in every method
+
+
+def _train_step(model, x, repeats: int) -> float:
+    def step():
+        model.train()
+        model(x).sum().backward()
+        model.zero_grad(set_to_none=True)
+        model.eval()
+
+    return _best_of(step, repeats) / x.shape[0]
+
+
+def _bench_options(spec: localize.MethodSpec, samples: int, chunk: int) -> dict:
+    """``samples`` and ``chunk_size`` for a stochastic method (a fusion passes them to its filler)."""
+    if not spec.stochastic:
+        return {}
+    known = spec.defaults()
+    return {k: v for k, v in (("samples", samples), ("chunk_size", chunk)) if spec.is_fusion or k in known}
+
+
+def _captum_ratio(model, x, y, samples: int, classes_per_image: int, repeats: int) -> float | None:
+    """captum NoiseTunnel(Saliency) time over our SmoothGrad on the same inputs (None without captum)."""
+    try:
+        from captum.attr import NoiseTunnel, Saliency
+    except ImportError:
+        return None
+    ours = localize.create("smoothgrad", model, samples=samples, chunk_size=samples)
+    t_ours = _best_of(lambda: ours.attribute(x, y), repeats)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    nt = NoiseTunnel(Saliency(model))
+
+    def captum_run():
+        for c in range(classes_per_image):  # captum takes one target per call
+            targets = y.argsort(dim=1, descending=True)[:, c]
+            nt.attribute(x, nt_type="smoothgrad", nt_samples=samples, nt_samples_batch_size=samples, stdevs=0.15,
+                         target=targets, abs=True)
+
+    t_captum = _best_of(captum_run, repeats)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return t_captum / t_ours
+
+
+def run_bench(arch: str = "smallcnn", size: int = 96, images: int = 4, classes_per_image: int = 2, samples: int = 16,
+              repeats: int = 3, device: str = "cpu", out: Path | None = None, chunk: int = 16) -> dict:
+    """Every registered method that runs on a classifier, timed on the same model and inputs, as a ratio to
+    the floor (stochastic methods against the floor at their chunk's batch size)."""
     dev = torch.device(device)
     k = 6
     torch.manual_seed(0)
@@ -53,92 +108,25 @@ def run_bench(
     y = torch.zeros(images, k, device=dev)
     for i in range(images):
         y[i, torch.randperm(k)[:classes_per_image]] = 1
-
-    def floor(batch: int):
-        xb = torch.rand(batch, 3, size, size, device=dev)
-        for p in model.parameters():
-            p.requires_grad_(False)
-
-        def step():
-            leaf = xb.clone().requires_grad_(True)
-            logits = model(leaf)
-            for c in range(classes_per_image):  # one forward, one input-gradient backward per class
-                torch.autograd.grad(logits[:, c].sum(), leaf, retain_graph=c < classes_per_image - 1)
-
-        t = _best_of(step, repeats)
-        for p in model.parameters():
-            p.requires_grad_(True)
-        # per (sample . class): a forward is shared by the classes, as in every method
-        return t / (batch * classes_per_image)
-
-    def train_step():
-        model.train()
-        loss = model(x).sum()
-        loss.backward()
-        model.zero_grad(set_to_none=True)
-        model.eval()
-
+    floor_chunk = _floor(model, size, images * min(chunk, samples), classes_per_image, repeats, dev)
+    floor_one = _floor(model, size, images, classes_per_image, repeats, dev)
     rows = {}
-    chunk = 16
-    floor_chunk = floor(images * min(chunk, samples))
-    floor_one = floor(images)
-    for name in ("cam", "gradcam", "saliency", "smoothgrad", "cropsal", "jigsaw", "shufflecam", "jigsaw-cam"):
-        stochastic = name in ("smoothgrad", "cropsal", "jigsaw", "shufflecam", "jigsaw-cam")
-        opts = {"samples": samples, "chunk_size": chunk} if stochastic and name != "jigsaw-cam" else {}
-        if name == "jigsaw-cam":
-            opts = {"samples": samples, "chunk_size": chunk}
-        loc = localize.create(name, model, **opts)
+    for spec in localize.specs():
+        if spec.requires != "classifier":
+            continue
+        loc = spec.create(model, **_bench_options(spec, samples, chunk))
         t = _best_of(lambda loc=loc: loc.attribute(x, y), repeats)
-        n = samples if stochastic else 1
+        n = samples if spec.stochastic else 1
         per = t / (images * n * classes_per_image)
-        ref = floor_chunk if stochastic else floor_one
-        rows[name] = {
-            "seconds_per_image": t / images,
-            "seconds_per_sample_class": per,
-            "ratio_to_floor": per / ref,
-        }
+        rows[spec.name] = {"seconds_per_image": t / images, "seconds_per_sample_class": per,
+                           "ratio_to_floor": per / (floor_chunk if spec.stochastic else floor_one)}
     result = {
-        "arch": arch,
-        "size": size,
-        "images": images,
-        "classes_per_image": classes_per_image,
-        "samples": samples,
-        "device": str(dev),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "machine": platform.platform(),
-        "floor_seconds_per_sample_class": floor_chunk,
-        "train_step_seconds_per_image": _best_of(train_step, repeats) / images,
-        "methods": rows,
+        "arch": arch, "size": size, "images": images, "classes_per_image": classes_per_image, "samples": samples,
+        "device": str(dev), "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "machine": platform.platform(), "floor_seconds_per_sample_class": floor_chunk,
+        "train_step_seconds_per_image": _train_step(model, x, repeats), "methods": rows,
+        "captum_smoothgrad_over_ours": _captum_ratio(model, x, y, samples, classes_per_image, repeats),
     }
-    try:
-        from captum.attr import NoiseTunnel, Saliency
-
-        ours = localize.create("smoothgrad", model, samples=samples, chunk_size=samples)
-        t_ours = _best_of(lambda: ours.attribute(x, y), repeats)
-        for p in model.parameters():
-            p.requires_grad_(False)
-        nt = NoiseTunnel(Saliency(model))
-
-        def captum_run():
-            for c in range(classes_per_image):  # captum takes one target per call
-                targets = y.argsort(dim=1, descending=True)[:, c]
-                nt.attribute(
-                    x,
-                    nt_type="smoothgrad",
-                    nt_samples=samples,
-                    nt_samples_batch_size=samples,
-                    stdevs=0.15,
-                    target=targets,
-                    abs=True,
-                )
-
-        t_captum = _best_of(captum_run, repeats)
-        for p in model.parameters():
-            p.requires_grad_(True)
-        result["captum_smoothgrad_over_ours"] = t_captum / t_ours
-    except ImportError:
-        result["captum_smoothgrad_over_ours"] = None
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)

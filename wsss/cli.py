@@ -1,4 +1,5 @@
-"""The ``wsss`` command line: a thin typer shell over :mod:`wsss.pipeline`, one sub-command per stage.
+"""The ``wsss`` command line: a thin typer shell over :mod:`wsss.run` (pipeline, stages, study), one
+sub-command per stage.
 
 Errors a user can act on (:class:`wsss.WsssError`) print one line and exit 1; ``--debug`` shows the
 traceback.
@@ -72,7 +73,7 @@ def main() -> None:
 
 
 def _run(path: Path, device: str | None = None):
-    from wsss.pipeline import Run
+    from wsss.run.rundir import Run
 
     run = Run(path)
     if device:
@@ -215,7 +216,8 @@ def run(
     resume: bool = ResumeOpt,
 ):
     """The whole pipeline. Example: `wsss run --data data/synth --out runs/r1 --methods cam,jigsaw`."""
-    from wsss.pipeline import Run, build_config, run_pipeline
+    from wsss.run.pipeline import build_config, run_pipeline
+    from wsss.run.rundir import Run
 
     cfg = build_config(
         data=str(data) if data else None,
@@ -268,10 +270,10 @@ def demo(
     resume: bool = ResumeOpt,
 ):
     """`data synth` + `run` on the built-in benchmark. Example: `wsss demo --quick`."""
-    from wsss.pipeline import Run
-    from wsss.pipeline import demo as _demo
+    from wsss.run import pipeline
+    from wsss.run.rundir import Run
 
-    _demo(out, quick=quick, device=device, force=force, resume=resume, seed=seed, benchmark=benchmark)
+    pipeline.demo(out, quick=quick, device=device, force=force, resume=resume, seed=seed, benchmark=benchmark)
     _summary(Run(out))
 
 
@@ -287,8 +289,9 @@ def train_cls(
     device: str = DeviceOpt,
 ):
     """Train the multi-label classifier. Example: `wsss train-cls --run runs/r1 --jigsaw-aug 0.5`."""
-    from wsss.pipeline import Run, build_config
-    from wsss.pipeline import train_cls as _train
+    from wsss.run.pipeline import build_config
+    from wsss.run.rundir import Run
+    from wsss.run.stages import classifier
 
     if data is not None and not (run_dir / "config.yaml").exists():
         Run.create(run_dir, build_config(data=str(data)))
@@ -296,7 +299,7 @@ def train_cls(
     if epochs:
         r.cfg = r.cfg.with_updates(**{"classifier.epochs": epochs})
     name = name or ("jigsaw-aug" if jigsaw_aug > 0 else "plain")
-    _train(r, name=name, jigsaw_aug=jigsaw_aug)
+    classifier.train(r, name=name, jigsaw_aug=jigsaw_aug)
 
 
 @app.command()
@@ -309,15 +312,13 @@ def maps(
 ):
     """Maps, streamed to RUN/maps/<method>/, resumable, sharded under torchrun.
     Example: `torchrun --nproc-per-node 2 -m wsss maps --run-dir runs/r1 --method jigsaw`."""
-    from wsss.pipeline import make_maps, maps_key
+    from wsss.results import ResultKey
+    from wsss.run.stages import maps
 
     r = _run(run_dir, device)
-    res = make_maps(r, method, classifier, splits=(split,) if split else None)
+    res = maps.compute(r, method, classifier, splits=(split,) if split else None)
     spi = res["seconds_per_image"]
-    print(
-        f"maps {maps_key(method, classifier)}: {res['images']} images"
-        + (f", {spi:.4f} s/image" if spi else "")
-    )
+    print(f"maps {ResultKey(method, classifier).maps}: {res['images']} images" + (f", {spi:.4f} s/image" if spi else ""))
 
 
 @app.command()
@@ -328,9 +329,9 @@ def pseudo(
     crf_sweep: bool = typer.Option(False, "--crf-sweep", help="With --crf: refine at every swept t (19x slower)."),
 ):
     """Pseudo-masks + threshold sweep + scores into results.json. Example: `wsss pseudo --run runs/r1 --method cam`."""
-    from wsss.pipeline import pseudo as _pseudo
+    from wsss.run.stages import score
 
-    _pseudo(_run(run_dir), method, crf=crf, crf_sweep=crf_sweep)
+    score.pseudo(_run(run_dir), method, crf=crf, crf_sweep=crf_sweep)
 
 
 @app.command("train-amn")
@@ -340,9 +341,9 @@ def train_amn(
     device: str = DeviceOpt,
 ):
     """Train AMN on labels from a method's maps. Example: `wsss train-amn --run runs/r1 --from-maps cam`."""
-    from wsss.pipeline import train_amn as _train
+    from wsss.run.stages import amn
 
-    _train(_run(run_dir, device), from_maps)
+    amn.train(_run(run_dir, device), from_maps)
 
 
 @app.command("train-seg")
@@ -352,9 +353,9 @@ def train_seg(
     device: str = DeviceOpt,
 ):
     """Train the segmenter on pseudo-masks, score on val. Example: `wsss train-seg --run runs/r1 --masks cam`."""
-    from wsss.pipeline import train_seg as _train
+    from wsss.run.stages import seg
 
-    _train(_run(run_dir, device), masks)
+    seg.train(_run(run_dir, device), masks)
 
 
 @app.command()
@@ -420,15 +421,17 @@ def evaluate(
 @app.command()
 def report(run_dir: Path = RunOpt):
     """Write RUN/report.md + RUN/figures/ from results.json. Example: `wsss report --run runs/r1`."""
-    from wsss.pipeline import report as _report
+    from wsss.report import write_report
 
-    print(f"wrote {_report(_run(run_dir))}")
+    print(f"wrote {write_report(_run(run_dir))}")
 
 
 @app.command()
 def ablate(
     run_dir: Path = RunOpt,
-    group: list[str] = typer.Option(None, "--group", help="Study group(s) (default: all); see wsss/ablate.py."),
+    group: list[str] = typer.Option(None, "--group", help="Study group(s), repeatable (default: all): 'samples N', "
+                                    "'grid schedule', 'options', '2x2 classifier x maps', 'CAM-seeded region filled "
+                                    "by', 'randomized weights (sanity)'; defined in wsss/run/study.py."),
     samples: int = typer.Option(16, "--samples", help="N for the sampling methods."),
     jigsaw_aug: float = typer.Option(0.5, "--jigsaw-aug", help="P for the jigsaw-augmented classifier."),
     region_grid: bool = typer.Option(False, "--region-grid", help="Seed threshold x dilation of the CAM-seeded "
@@ -447,37 +450,26 @@ def ablate(
     device: str = DeviceOpt,
 ):
     """The jigsaw study into results.json["ablation"] + the report. Example: `wsss ablate --run runs/r1 --group 'samples N'`."""
-    from wsss.ablate import run_ablation
-    from wsss.pipeline import report as _report
+    from wsss.report import write_report
+    from wsss.run import study
 
     r = _run(run_dir, device)
     fill = {"fillers": tuple(fillers)} if fillers else {}
-    if fillers:
-        from wsss.ablate import _filler_dir
-
-        missing = [f for f in fillers if not _filler_dir(r, f).is_dir()]
-        if missing:
-            raise ConfigError(f"--filler {missing[0]!r}: no stored maps in {r.path / 'maps'} (a method of the run "
-                              "or a study variant that was run)")
+    missing = [f for f in fillers or () if not study.stored_maps_dir(r, f).is_dir()]
+    if missing:
+        raise ConfigError(f"--filler {missing[0]!r}: no stored maps in {r.path / 'maps'} (a method of the run "
+                          "or a study variant that was run)")
     if region_grid:
-        from wsss.ablate import region_grid as _grid
-
-        _grid(r, **fill)
+        study.region_grid(r, **fill)
     if fusion_grid:
-        from wsss.ablate import fusion_grid as _fusion
-
-        _fusion(r, base=fusion_base, **fill)
+        study.fusion_grid(r, base=fusion_base, **fill)
     if amn_grid:
-        from wsss.ablate import amn_grid as _amn_grid
-
-        _amn_grid(r)
+        study.amn_grid(r)
     if norm_grid:
-        from wsss.ablate import normalization_grid
-
-        normalization_grid(r)
+        study.normalization_grid(r)
     if group or not (region_grid or fusion_grid or amn_grid or norm_grid):
-        run_ablation(r, groups=group or None, samples=samples, jigsaw_aug=jigsaw_aug)
-    print(f"wrote {_report(r)}")
+        study.run_ablation(r, groups=group or None, samples=samples, jigsaw_aug=jigsaw_aug)
+    print(f"wrote {write_report(r)}")
 
 
 @app.command()
@@ -500,7 +492,8 @@ def summarize(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """Mean +- sd over runs (seeds) of every method's scores. Example: `wsss summarize runs/s0 runs/s1 runs/s2`."""
-    from wsss.pipeline import Run, summarize_runs
+    from wsss.report.summary import summarize_runs
+    from wsss.run.rundir import Run
 
     table = summarize_runs([Run(r) for r in runs])
     if as_json:
@@ -534,8 +527,13 @@ def methods():
     """List the localization methods and networks."""
     from wsss import localize, models
 
-    print("methods: " + ", ".join(localize.available()))
-    print("  amn-<method>: AMN trained on <method>'s maps (e.g. amn-jigsaw-cam; `amn` uses amn.from_maps)")
+    print("methods:")
+    for spec in localize.specs():
+        tags = [spec.normalization + " norm"] + (["stochastic"] if spec.stochastic else [])
+        tags += [f"fuses {', '.join(spec.inputs)}"] if spec.is_fusion else []
+        tags += ["needs a trained AMN"] if spec.requires == "amn" else []
+        print(f"  {spec.name:<14}{spec.summary} ({'; '.join(tags)})")
+    print("  amn-<method>  AMN trained on <method>'s maps (e.g. amn-jigsaw-cam; `amn` uses amn.from_maps)")
     print("networks: " + ", ".join(models.available()))
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from wsss.errors import ConfigError
 
@@ -59,7 +59,8 @@ class MapsConfig(_Model):
             "amn",
         ]
     )
-    options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per-method localizer options
+    # per-method localizer options, checked against each method's spec when the config is loaded
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     batch_size: int = 16
     multiscale: tuple[float, ...] = (1.0,)  # IRN/AMN protocol on real data: (1.0, 0.5, 1.5, 2.0)
     flip: bool = False
@@ -72,14 +73,15 @@ class PseudoConfig(_Model):
     t_stop: float = 0.95
     t_step: float = 0.05
     ndr_threshold: float = 0.5
+    ndr_reference: str = "cam"  # the method whose normalized map >= ndr_threshold is the discriminative region
 
-    def norm_for(self, method: str) -> str:
-        base = method.split("@")[0].split("+")[0]
-        if base in self.normalization:
-            return self.normalization[base]
-        if base.startswith("amn-"):  # AMN trained on another method's maps
-            base = "amn"
-        return "max" if base in ("cam", "gradcam", "gradcampp", "shufflecam", "amn", "jigsaw-cam") else "p99"
+    def norm_for(self, key: str) -> str:
+        """The normalization of a result key's maps: the config's override, else the method's spec."""
+        from wsss.localize import spec
+        from wsss.results import ResultKey
+
+        method = ResultKey.parse(key).method
+        return self.normalization.get(method) or spec(method).normalization
 
 
 class AMNConfig(_Model):
@@ -143,6 +145,11 @@ class RunConfig(_Model):
     seg: SegConfig = Field(default_factory=SegConfig)
     train_segmenter: bool = True
 
+    @model_validator(mode="after")
+    def _check_methods(self) -> RunConfig:
+        check_methods(self.maps.methods, self.maps.options)
+        return self
+
     def dump(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
 
@@ -164,7 +171,9 @@ class RunConfig(_Model):
         for key, value in updates.items():
             node = raw
             *parents, leaf = key.split(".")
-            for p in parents:
+            for depth, p in enumerate(parents):
+                if depth == 2 and parents[:2] == ["maps", "options"] and p not in node:
+                    node[p] = {}  # maps.options.<method>: a method's options need no prior entry
                 if not isinstance(node.get(p), dict):
                     raise ConfigError(f"invalid option {key!r}: no config section {p!r}")
                 node = node[p]
@@ -177,6 +186,45 @@ class RunConfig(_Model):
             raise ConfigError(f"invalid option {where or '?'}: {err.get('msg', exc)}") from None
 
 
+FUSION_OPTIONS = ("fusion", "filler", "seed_threshold", "dilation")
+"""What a run config may set for a fusion method; its inputs' maps are computed with their own options."""
+
+
+def check_methods(methods: list[str], options: dict[str, dict[str, Any]]) -> None:
+    """Every method known (``amn-<method>`` included) and every option valid for its method: a typo is found
+    when the config is loaded, not after the classifier trained."""
+    from wsss.localize import spec
+
+    for name in [*methods, *options]:
+        spec(name)
+    for name, opts in options.items():
+        s = spec(name)
+        if s.is_fusion:
+            bad = sorted(set(opts) - set(FUSION_OPTIONS))
+            if bad:
+                raise ConfigError(
+                    f"maps.options.{name}.{bad[0]}: {name} fuses the stored maps of {' and '.join(s.inputs)}; set "
+                    f"the option on the input method (e.g. maps.options.{s.inputs[-1]}.{bad[0]}); a fusion takes "
+                    f"{', '.join(FUSION_OPTIONS)}")
+            filler = opts.get("filler")
+            if filler is not None:
+                spec(filler)
+            rest = {k: v for k, v in opts.items() if k != "filler"}
+            s.validate(rest)
+        elif s.requires == "classifier":
+            s.validate(opts)
+
+
+def quick_options(options: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each method's ``--quick`` options (its spec's) under the options already set."""
+    from wsss.localize import specs
+
+    out = {s.name: dict(s.quick) for s in specs() if s.quick}
+    for name, opts in options.items():
+        out[name] = {**out.get(name, {}), **opts}
+    return out
+
+
 def quick_profile(cfg: RunConfig) -> RunConfig:
     """``--quick``: the same stages with less work (for a first look in under two minutes)."""
     return cfg.with_updates(
@@ -186,11 +234,6 @@ def quick_profile(cfg: RunConfig) -> RunConfig:
             "amn.epochs": min(cfg.amn.epochs, 2),
             "seg.epochs": min(cfg.seg.epochs, 10),
             "seg.methods": [m for m in cfg.seg.methods if m == "cam"],
-            "maps.options": {
-                **{
-                    m: {"samples": 4} for m in ("smoothgrad", "jigsaw", "cropsal", "shufflecam", "jigsaw-cam")
-                },
-                **cfg.maps.options,
-            },
+            "maps.options": quick_options(cfg.maps.options),
         }
     )

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from wsss.errors import ConfigError
+from wsss.localize.base import MethodSpec
 from wsss.localize.gradients import GradientLocalizer
 
 
@@ -82,3 +83,11 @@ class CropSaliency(GradientLocalizer):
                          if (ch, cw) != (h, w) else crop)
             cov[i, y0 : y0 + ch, x0 : x0 + cw] = 1
         return torch.cat(views), cov
+
+
+SPECS = [
+    MethodSpec("smoothgrad", SmoothGrad, "SmoothGrad (Smilkov et al. 2017)", stochastic=True, normalization="p99",
+               quick={"samples": 4}),
+    MethodSpec("cropsal", CropSaliency, "random-crop aggregation (Maruf et al. 2023)", stochastic=True,
+               normalization="p99", quick={"samples": 4}),
+]

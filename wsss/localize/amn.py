@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsss.errors import ConfigError
-from wsss.localize.base import Localizer, upsample
+from wsss.localize.base import Localizer, MethodSpec, upsample
 
 MINMAX_EPS = 1e-5
 
@@ -94,3 +94,9 @@ class AMNLocalizer(Localizer):
         if tuple(label.shape) != tuple(size):
             label = F.interpolate(label[None, None].float(), size=tuple(size), mode="nearest")[0, 0]
         return label == 0
+
+
+SPECS = [
+    MethodSpec("amn", AMNLocalizer, "AMN (Lee et al. CVPR 2022): needs a trained AMN; amn-<method> trains it on "
+               "<method>'s maps", normalization="max", requires="amn", headline=True),
+]

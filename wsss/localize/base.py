@@ -7,17 +7,26 @@ A localizer turns a trained classifier into per-class maps::
 
 Maps are raw, non-negative float32 at the input size on the input's device, zero for absent classes.
 Normalization, thresholds and masks live in :mod:`wsss.pseudo`.
+
+A :class:`MethodSpec` sits next to each localizer and is the one place that says what the rest of the
+toolkit needs to know about a method (registered with :func:`wsss.localize.register`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
+import inspect
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Literal
 
 import torch
 from torch import nn
+
+from wsss.errors import ConfigError
 
 
 class Localizer(ABC):
@@ -33,8 +42,6 @@ class Localizer(ABC):
 
     def __init__(self, model: nn.Module, seed: int = 0, **options):
         if options:
-            from wsss.errors import ConfigError
-
             raise ConfigError(f"{type(self).__name__} got unknown options: {', '.join(sorted(options))}")
         self.model = model
         self.seed = int(seed)
@@ -66,15 +73,9 @@ class Localizer(ABC):
     def _attribute(self, images: torch.Tensor, labels: torch.Tensor, ids: list) -> torch.Tensor:
         """Return ``(B, K, H, W)`` maps; the base class clamps, cleans and masks absent classes."""
 
-    def generator(self, image_id: str | int, device: torch.device | str = "cpu") -> torch.Generator:
-        """A generator seeded from ``(seed, image id)`` only (CPU: same draws on every device)."""
+    def generator(self, image_id: str | int) -> torch.Generator:
+        """A CPU generator seeded from ``(seed, image id)`` only, so every device draws the same numbers."""
         return torch.Generator().manual_seed(image_seed(self.seed, image_id))
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def image_seed(seed: int, image_id: str | int) -> int:
@@ -148,3 +149,109 @@ class MultiScale(Localizer):
                 maps = upsample(maps, (h, w))
                 total = maps if total is None else total + maps
         return total
+
+
+# ---- method specs ------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+    """Everything the toolkit needs to know about one localization method.
+
+    Args:
+        name: the method's name (``wsss run --methods``, ``results.json`` keys, map folders).
+        factory: ``factory(model, **options) -> Localizer``.
+        summary: one line for ``wsss methods`` and the docs.
+        stochastic: draws random views (so it takes ``seed``, and chunking must not change its maps).
+        normalization: how its raw maps are normalized before thresholding: ``max`` (CAM-like maps) or
+            ``p99`` (heavy-tailed gradient maps: the 99th percentile, clipped to 1).
+        requires: ``classifier`` (a trained classifier) or ``amn`` (a trained AMN network).
+        source: for ``requires="amn"``: the method whose maps AMN is trained on (``None``: the run's
+            ``amn.from_maps``).
+        quick: options used by ``--quick`` (e.g. fewer samples), below any the user sets.
+        inputs: for a fusion: the methods whose maps it fuses, base (the CAM) first. A run computes the
+            inputs' maps (with their own options) and fuses the stored maps.
+        fusion: for a fusion: its name in :data:`wsss.localize.fusion.FUSIONS`.
+        headline: shown in the report's activation-distribution panel.
+    """
+
+    name: str
+    factory: Callable[..., Localizer]
+    summary: str = ""
+    stochastic: bool = False
+    normalization: Literal["max", "p99"] = "p99"
+    requires: Literal["classifier", "amn"] = "classifier"
+    source: str | None = None
+    quick: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    inputs: tuple[str, ...] = ()
+    fusion: str | None = None
+    headline: bool = False
+
+    def __post_init__(self):
+        if self.normalization not in ("max", "p99"):
+            raise ConfigError(f"method {self.name!r}: normalization must be max or p99")
+        if self.requires not in ("classifier", "amn"):
+            raise ConfigError(f"method {self.name!r}: requires must be classifier or amn")
+        if bool(self.inputs) != bool(self.fusion):
+            raise ConfigError(f"method {self.name!r}: a fusion needs both inputs and fusion")
+
+    @property
+    def is_fusion(self) -> bool:
+        return bool(self.inputs)
+
+    def create(self, model: nn.Module, **options) -> Localizer:
+        return self.factory(model, **options)
+
+    def defaults(self) -> dict[str, Any]:
+        """The factory's keyword defaults (base classes first, then subclasses, then a partial's keywords)."""
+        factory, fixed = self.factory, {}
+        if isinstance(factory, functools.partial):
+            factory, fixed = factory.func, dict(factory.keywords)
+        out: dict[str, Any] = {}
+        klasses = reversed(factory.__mro__) if inspect.isclass(factory) else ()
+        callables = [vars(k)["__init__"] for k in klasses if k is not object and "__init__" in vars(k)]
+        for fn in callables or [factory]:
+            for k, p in inspect.signature(fn).parameters.items():
+                if p.default is not inspect.Parameter.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                    out[k] = p.default
+        out.update(fixed)
+        return out
+
+    def effective_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The options a localizer built with ``options`` runs with: defaults updated by ``options``, without
+        the knobs that never change a map (``seed`` of a deterministic method, ``chunk_size``); tuples as
+        lists. Two option sets that give the same dict give the same maps."""
+        out = {**self.defaults(), **options}
+        if out.get("samples", 0) is None:
+            out["samples"] = getattr(self.factory, "default_samples", 1)
+        out.pop("chunk_size", None)
+        if not self.stochastic:
+            out.pop("seed", None)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+    def validate(self, options: Mapping[str, Any]) -> None:
+        """Raise :class:`ConfigError` for an option the method does not take, or a value it rejects (the
+        localizer is built around a tiny stand-in classifier, so nothing waits for a trained model)."""
+        known = set(self.defaults())
+        accepts_any = _accepts_var_keyword(self.factory)
+        unknown = sorted(set(options) - known) if not accepts_any else []
+        if unknown:
+            raise ConfigError(f"method {self.name!r} has no option {unknown[0]!r}; options: {', '.join(sorted(known))}")
+        if self.requires != "classifier":
+            return
+        from wsss.models import create as create_model  # late: models are not needed to list methods
+
+        try:
+            self.create(create_model("smallcnn", 2), **options)
+        except ConfigError as exc:
+            raise ConfigError(f"method {self.name!r}: {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"method {self.name!r}: invalid options ({exc})") from None
+
+
+def _accepts_var_keyword(factory: Callable) -> bool:
+    """Whether the factory's own signature takes ``**options`` that it does not check itself (a plain
+    function); localizer classes pass theirs on to :class:`Localizer`, which rejects unknown ones."""
+    if isinstance(factory, functools.partial):
+        factory = factory.func
+    if inspect.isclass(factory):
+        return False
+    return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(factory).parameters.values())

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from wsss.errors import ConfigError
-from wsss.localize.base import Localizer, capture, present_classes, upsample
+from wsss.localize.base import Localizer, MethodSpec, capture, present_classes, upsample
 
 
 class CAM(Localizer):
@@ -18,9 +18,7 @@ class CAM(Localizer):
     needs_grad = False
 
     def _attribute(self, images, labels, ids):
-        feats = self.model.features(images)
-        weight = self.model.classifier.weight.flatten(1)  # (K, D)
-        cams = torch.einsum("kd,bdhw->bkhw", weight, feats).relu()
+        cams = self.model.forward_cam(self.model.forward_features(images)).relu()
         return upsample(cams, images.shape[-2:])
 
 
@@ -70,3 +68,10 @@ class GradCAMPlusPlus(GradCAM):
         denom = 2 * g2 + (acts.sum(dim=(2, 3), keepdim=True) * g3)
         alpha = g2 / torch.where(denom != 0, denom, torch.ones_like(denom))
         return (alpha * grads.relu()).sum(dim=(2, 3))
+
+
+SPECS = [
+    MethodSpec("cam", CAM, "CAM (Zhou et al. 2016)", normalization="max", headline=True),
+    MethodSpec("gradcam", GradCAM, "Grad-CAM, `layer` option (Selvaraju et al. 2017)", normalization="max"),
+    MethodSpec("gradcampp", GradCAMPlusPlus, "Grad-CAM++ (Chattopadhay et al. 2018)", normalization="max"),
+]

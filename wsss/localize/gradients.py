@@ -15,7 +15,7 @@ from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
 from wsss.errors import ConfigError
-from wsss.localize.base import Localizer
+from wsss.localize.base import Localizer, MethodSpec
 
 REDUCTIONS = ("absmax", "gradxinput", "l2")
 WEIGHTINGS = ("uniform", "prob")
@@ -134,3 +134,6 @@ def smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     shape = maps.shape
     flat = maps.reshape(-1, 1, *shape[-2:])
     return gaussian_blur(flat, [size, size], [sigma, sigma]).reshape(shape)
+
+
+SPECS = [MethodSpec("saliency", Saliency, "gradient saliency (Simonyan et al. 2014)", normalization="p99")]

@@ -49,6 +49,11 @@ class CamClassifier(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 
+    def forward_cam(self, feats: torch.Tensor) -> torch.Tensor:
+        """Class activation maps ``(B, K, h, w)`` of a feature map ``(B, D, h, w)``: the 1x1 classifier applied
+        at every position, before pooling (pooling and the linear classifier commute)."""
+        return torch.einsum("kd,bdhw->bkhw", self.classifier.weight.flatten(1), feats)
+
     def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
         pooled = feats.mean(dim=(2, 3), keepdim=True)
         return self.classifier(pooled).flatten(1)

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from wsss.errors import WsssError
+from wsss.report.tables import DASH, bad, cell, md_table, num, pct, secs, study_table
+from wsss.results import ResultKey
 
-HIST_METHODS = ("cam", "amn", "jigsaw", "jigsaw-cam")  # activation-distribution panels
 OVERLAY_IMAGES = 4
 OVERLAY_METHODS = 8
 FIGURES = ("threshold_sweep.png", "precision_recall.png", "activation_hist.png", "overlays.png",
            "cost_quality.png", "cost_quality_study.png")
-DASH = "—"
 
 METHOD_NOTES = (
     "*best mIoU* picks t on the scored split itself, so it is optimistic. Precision and recall are "
@@ -46,56 +46,24 @@ OVERLAY_NOTES = (
 )
 
 
-# ---- formatting ------------------------------------------------------------------------------------------
-def _bad(x) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x))
-
-
-def pct(x) -> str:
-    """A fraction in [0, 1] as percent with one decimal."""
-    return DASH if _bad(x) else f"{100 * x:.1f}"
-
-
-def num(x, fmt: str = ".2f") -> str:
-    return DASH if _bad(x) else format(x, fmt)
-
-
-def secs(x) -> str:
-    if _bad(x):
-        return DASH
-    return f"{x:.0f}" if x >= 1000 else f"{x:.3g}"
-
-
-def cell(v) -> str:
-    """A free-form table cell (ablation tables)."""
-    if _bad(v):
-        return DASH
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v).replace("|", "\\|").replace("\n", " ")
-
-
-def md_table(columns: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _split_key(key: str) -> tuple[str, str, bool]:
-    """``"jigsaw+crf@jigsaw-aug"`` -> (``"jigsaw"``, ``"jigsaw-aug"``, True) (as wsss.pipeline.split_key)."""
-    base, _, clf = key.partition("@")
-    method, _, post = base.partition("+")
-    return method, clf or "plain", post == "crf"
-
-
 def _maps_key(key: str) -> str:
-    method, clf, _ = _split_key(key)
-    return method if clf == "plain" else f"{method}@{clf}"
+    return ResultKey.parse(key).maps_key
+
+
+def _headline(key: str) -> bool:
+    """Whether a result key goes into the activation-distribution panel: a headline method, no post step."""
+    from wsss.localize import spec
+
+    rk = ResultKey.parse(key)
+    try:
+        return spec(rk.method).headline and not rk.post
+    except WsssError:  # a method of an uninstalled plugin: no panel
+        return False
 
 
 def _fixed_miou(m: dict) -> float:
     v = (m.get("fixed") or {}).get("miou")
-    return -1.0 if _bad(v) else v
+    return -1.0 if bad(v) else v
 
 
 # ---- sections ----------------------------------------------------------------------------------------------
@@ -157,7 +125,6 @@ def classifiers(res: dict) -> str:
         rows = [[name, c.get("arch", DASH), pct(c.get("jigsaw_aug")), pct(c.get("val_map")),
                  secs(c.get("seconds"))] for name, c in clf.items()]
         out.append(md_table(["classifier", "arch", "jigsaw-aug (% images)", "val mAP", "seconds"], rows))
-    out += _scalars("Receptive field", res.get("receptive_field"))
     out += _scalars("AMN training", res.get("amn"))
     return "\n".join(out)
 
@@ -241,7 +208,7 @@ def _overlay_data(run, methods: dict, order: list[str]) -> tuple[list[dict], lis
     columns, sources = ["image", "ground truth"], []
     for k in keys:
         mdir, kdir = run.maps_dir(_maps_key(k)), run.masks_dir(k)
-        if not _split_key(k)[2] and any((mdir / f"{i}.npz").exists() for i in ids):
+        if not ResultKey.parse(k).post and any((mdir / f"{i}.npz").exists() for i in ids):
             norm = (methods.get(k) or {}).get("normalization") or run.cfg.pseudo.norm_for(k)
             sources.append((f"{k} map", "map", mdir, norm))
         if any((kdir / f"{i}.png").exists() for i in ids):
@@ -270,7 +237,7 @@ def cost_points(res: dict, order: list[str]) -> list[dict]:
     pts = [{"key": k, "spi": methods[k].get("seconds_per_image"),
             "miou": (methods[k].get("fixed") or {}).get("miou"), "seg": (seg.get(k) or {}).get("val_miou")}
            for k in order]
-    ok = [p for p in pts if not _bad(p["spi"]) and not _bad(p["miou"])]
+    ok = [p for p in pts if not bad(p["spi"]) and not bad(p["miou"])]
     for p in ok:  # Pareto frontier: nothing at most as costly is better
         p["frontier"] = not any(q is not p and q["spi"] <= p["spi"] and q["miou"] > p["miou"] for q in ok)
     return pts
@@ -280,7 +247,7 @@ def cost_section(res: dict, order: list[str], fig_dir: Path, figures) -> str:
     pts = cost_points(res, order)
     if not pts:
         return ""
-    pts.sort(key=lambda p: (math.inf if _bad(p["spi"]) else p["spi"]))
+    pts.sort(key=lambda p: (math.inf if bad(p["spi"]) else p["spi"]))
     rows = [[p["key"], secs(p["spi"]), pct(p["miou"]), pct(p["seg"]), "✓" if p.get("frontier") else ""]
             for p in pts]
     return "\n".join([
@@ -299,7 +266,7 @@ def segmentation(res: dict) -> str:
     gt = (seg.get("gt") or {}).get("val_miou")
     keys = sorted((k for k in seg if k != "gt"), key=lambda k: -(seg[k].get("val_miou") or -1.0))
     def ratio(v):
-        return DASH if _bad(gt) or not gt or _bad(v) else f"{100 * v / gt:.1f}%"
+        return DASH if bad(gt) or not gt or bad(v) else f"{100 * v / gt:.1f}%"
 
     rows = [[k, pct(seg[k].get("val_miou")), ratio(seg[k].get("val_miou")), secs(seg[k].get("seconds"))]
             for k in keys]
@@ -320,7 +287,7 @@ def study_cost_points(res: dict) -> list[dict]:
     pts = [{"key": k, "spi": v.get("seconds_per_image"), "miou": v.get("miou"), "seg": None}
            for k, v in abl.items()]
     pts += [dict(p, seg=None) for p in cost_points(res, list(res.get("methods") or {}))]
-    ok = [p for p in pts if not _bad(p["spi"]) and not _bad(p["miou"]) and p["spi"] > 0]
+    ok = [p for p in pts if not bad(p["spi"]) and not bad(p["miou"]) and p["spi"] > 0]
     for p in ok:
         p["frontier"] = not any(q is not p and q["spi"] <= p["spi"] and q["miou"] > p["miou"] for q in ok)
     return ok
@@ -342,7 +309,7 @@ def ablation(res: dict, fig_dir: Path | None = None, figures=None) -> str:
         out += ["", _figure(fig_dir, "cost_quality_study.png", figures.cost_quality, pts,
                             alt="mIoU vs seconds per image, every study variant")]
     for tab in tables:
-        columns, rows = list(tab.get("columns") or []), tab.get("rows") or []
+        columns, rows = study_table(abl, tab)
         out += ["", f"### {tab.get('title', 'table')}", "", md_table(columns, rows)]
         if tab.get("command"):
             out += ["", f"Command: `{tab['command']}`"]
@@ -354,7 +321,7 @@ def timings(res: dict) -> str:
     if not tm:
         return ""
     total = tm.get("total")
-    rows = [[k, num(v, ".1f"), f"{100 * v / total:.1f}%" if total and not _bad(v) else DASH]
+    rows = [[k, num(v, ".1f"), f"{100 * v / total:.1f}%" if total and not bad(v) else DASH]
             for k, v in tm.items() if k != "total"]
     if total is not None:
         rows.append(["**total**", num(total, ".1f"), "100.0%"])
@@ -372,7 +339,7 @@ def write_report(run) -> Path:
     fig_dir = run.path / "figures"
     for name in FIGURES:  # a figure this run can no longer draw must not linger from an earlier report
         (fig_dir / name).unlink(missing_ok=True)
-    hist_keys = [k for k in order if _split_key(k)[0] in HIST_METHODS and not _split_key(k)[2]]
+    hist_keys = [k for k in order if _headline(k)]
 
     try:
         rows, cols = _overlay_data(run, methods, order)

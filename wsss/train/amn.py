@@ -114,25 +114,30 @@ class IRLabels:
         crf: dense-CRF refinement (needs ``dataset`` for the images).
         dataset: the dataset the ids come from (``image(id)``); needed for ``crf``, and used to check
             that maps and images have the same size.
+        missing_ok: give ``None`` for an image without stored maps (AMN inference on images outside the
+            training split) instead of an error.
     """
 
     def __init__(self, maps_dir: str | Path, fg: float = 0.30, bg: float = 0.05, normalization: str = "max",
-                 crf: bool = False, dataset=None):
+                 crf: bool = False, dataset=None, missing_ok: bool = False):
         if crf and dataset is None:
             raise ValueError("IRLabels: crf=True needs the dataset (for the images)")
         self.maps_dir, self.fg, self.bg = Path(maps_dir), float(fg), float(bg)
         self.normalization, self.crf, self.dataset = normalization, bool(crf), dataset
+        self.missing_ok = bool(missing_ok)
         self._cache: dict[str, np.ndarray] = {}
 
     @classmethod
-    def from_config(cls, maps_dir: str | Path, cfg: AMNConfig, dataset=None) -> IRLabels:
-        return cls(maps_dir, cfg.fg_threshold, cfg.bg_threshold, cfg.normalization, use_crf(cfg), dataset)
+    def from_config(cls, maps_dir: str | Path, cfg: AMNConfig, dataset=None, missing_ok: bool = False) -> IRLabels:
+        return cls(maps_dir, cfg.fg_threshold, cfg.bg_threshold, cfg.normalization, use_crf(cfg), dataset, missing_ok)
 
     def path(self, image_id: str) -> Path:
         return self.maps_dir / f"{image_id}.npz"
 
-    def __call__(self, image_id: str) -> np.ndarray:
+    def __call__(self, image_id: str) -> np.ndarray | None:
         image_id = str(image_id)
+        if self.missing_ok and not self.path(image_id).exists():
+            return None
         if image_id not in self._cache:
             maps, classes = load_maps(self.path(image_id))
             image = self.dataset.image(image_id) if self.crf else None

@@ -1,0 +1,103 @@
+"""``wsss run`` and ``wsss demo``: build the config, plan the jobs (:mod:`wsss.run.plan`), run the stages."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from wsss.config import RunConfig, quick_profile
+from wsss.errors import ConfigError, RunDirError
+from wsss.run import plan
+from wsss.run.rundir import Run, log, timed
+from wsss.run.stages import amn, classifier, fuse, maps, score, seg
+from wsss.runtime import is_main
+
+QUICK_IMAGES = 120
+QUICK_METHODS = ["cam", "gradcam", "saliency", "jigsaw", "jigsaw-cam"]
+# the headline methods (the study, cropsal and shufflecam included, lives in `wsss ablate`)
+DEMO_METHODS = ["cam", "gradcam", "saliency", "jigsaw", "jigsaw-cam", "amn"]
+HEADERS = {"classifier": "[1] classifier", "maps": "[2] localization maps", "fuse": "[2] localization maps",
+           "amn": "[2b] AMN", "score": "[3] pseudo-masks and scores", "seg": "[4] segmentation", "report": "[5] report"}
+MAIN_RANK_ONLY = ("score", "seg", "report")
+
+
+def run_pipeline(run: Run, methods: list[str] | None = None, progress: bool = True) -> dict:
+    """classifier -> maps -> pseudo-masks + scores (-> AMN -> segmenter) -> report, as planned by
+    :func:`wsss.run.plan.build`. Finished work is skipped: an existing classifier, AMN or segmenter, maps
+    already on disk."""
+    jobs = plan.build(run.cfg, methods)
+    t_all, header = time.time(), None
+    for job in jobs:
+        if job.kind in MAIN_RANK_ONLY and not is_main():
+            return {}
+        if HEADERS[job.kind] != header:
+            header = HEADERS[job.kind]
+            log(header)
+        if job.kind == "report":  # the report shows the total, so it is recorded first
+            run.update_results("timings", "total", value=round(time.time() - t_all, 3))
+        _execute(run, job, progress)
+    return run.results()
+
+
+def _execute(run: Run, job: plan.Job, progress: bool) -> None:
+    m = job.target
+    if job.kind == "classifier":
+        if not run.classifier_path().exists():
+            classifier.train(run, progress=progress)
+    elif job.kind in ("maps", "fuse"):
+        with timed(run, f"maps/{m}"):
+            (fuse if job.kind == "fuse" else maps).compute(run, m, splits=job.splits, progress=progress)
+    elif job.kind == "amn":
+        src = amn.source(run, m)
+        if run.amn_path(m).exists():
+            log(f"  {run.amn_path(m)}: trained already")
+        else:
+            log(f"  AMN on {src} maps ({m})")
+            amn.train(run, src, progress=progress, name=m)
+    elif job.kind == "score":
+        score.pseudo(run, m, progress=progress)
+    elif job.kind == "seg":
+        seg.train(run, m, progress=progress)
+    elif job.kind == "report":
+        from wsss.report import write_report
+
+        write_report(run)
+
+
+def build_config(data: str | None = None, config: str | None = None, quick: bool = False, **overrides) -> RunConfig:
+    """The run config: defaults, then ``config`` (YAML), then ``overrides`` (dotted keys), then ``--quick``."""
+    cfg = RunConfig.load(config) if config else RunConfig()
+    updates = {k: v for k, v in overrides.items() if v is not None}
+    if data is not None:
+        updates["data"] = str(data)
+    cfg = cfg.with_updates(**updates) if updates else cfg
+    if not cfg.data:
+        raise ConfigError("no dataset given (--data DIR)")
+    return quick_profile(cfg) if quick else cfg
+
+
+def demo(out: str | Path, quick: bool = False, device: str = "cpu", force: bool = False, resume: bool = False,
+         seed: int = 0, benchmark: str | None = None) -> dict:
+    """``wsss data synth`` + ``wsss run`` on the built-in benchmark (CPU by default; ``benchmark``: its
+    version, default the newest). The data goes to ``OUT_data`` beside the run directory ``OUT``."""
+    from wsss.data.synth import LATEST, benchmark_config, write_benchmark
+
+    try:
+        synth = benchmark_config(benchmark or LATEST, seed=seed, **({"images": QUICK_IMAGES} if quick else {}))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not (force or resume):
+        raise RunDirError(f"{out}: exists; pass --resume to continue it or --force to replace it")
+    if force and out.exists() and is_main():
+        shutil.rmtree(out)
+    t0 = time.time()
+    data = out.parent / f"{out.name}_data"
+    log(f"[0] built-in benchmark -> {data}")
+    write_benchmark(data, synth)
+    cfg = build_config(data=str(data), quick=quick, device=device, seed=seed)
+    cfg = cfg.with_updates(**{"maps.methods": QUICK_METHODS if quick else DEMO_METHODS})
+    run = Run.create(out, cfg, force=False, resume=True)
+    run.update_results("timings", "synth", value=round(time.time() - t0, 3))
+    return run_pipeline(run, list(cfg.maps.methods))

@@ -1,0 +1,75 @@
+"""Stage: AMN (Lee et al. CVPR 2022) trained on a method's maps, and its localizer.
+
+``amn`` is trained on the run's ``amn.from_maps`` (CAM by default), ``amn-<method>`` on ``<method>``'s maps;
+the checkpoint is ``RUN/<name>.pt``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from wsss import localize
+from wsss.errors import ConfigError, RunDirError
+from wsss.run.rundir import Run, timed
+
+
+def source(run: Run, method: str) -> str:
+    """The maps AMN method ``method`` is trained on."""
+    return localize.spec(method).source or run.cfg.amn.from_maps
+
+
+def name_for(run: Run, from_maps: str) -> str:
+    """The method name of AMN trained on ``from_maps`` (``amn`` for the config's ``amn.from_maps``)."""
+    return "amn" if from_maps == run.cfg.amn.from_maps else f"amn-{from_maps}"
+
+
+def train(run: Run, from_maps: str | None = None, progress: bool = True, amn_cfg=None, out: Path | None = None,
+          name: str | None = None) -> dict:
+    """Train AMN on labels from ``from_maps`` (default: the config's; its maps on the train split are computed
+    where missing). The checkpoint is ``RUN/<name>.pt`` and the summary goes to ``results["amn"]`` /
+    ``results["amn_variants"][name]``; ``amn_cfg`` / ``out`` (the study) override the config and the checkpoint
+    and record nothing."""
+    from wsss.run.stages import classifier, maps
+    from wsss.train.amn import train_amn
+
+    from_maps = from_maps or run.cfg.amn.from_maps
+    if from_maps not in localize.available():
+        raise ConfigError(f"--from-maps {from_maps}: not a localization method ({', '.join(localize.available())})")
+    cfg = (amn_cfg or run.cfg.amn).model_copy(update={"from_maps": from_maps})
+    name = name or name_for(run, from_maps)
+    ids = run.dataset(run.cfg.train_split).ids
+    if maps.missing(run, from_maps, ids):
+        maps.compute(run, from_maps, splits=(run.cfg.train_split,), progress=progress)
+    ckpt = torch.load(run.classifier_path(), map_location="cpu", weights_only=True)
+    arch_kwargs = {} if ckpt.get("output_stride") is None else {"output_stride": ckpt["output_stride"]}
+    with timed(run, f"train-{name}" if out is None else f"train-amn-study/{out.stem}"):
+        res = train_amn(run.dataset(run.cfg.train_split), run.maps_dir(from_maps), classifier.load(run), cfg,
+                        out or run.amn_path(name), run.device, seed=run.cfg.seed, progress=progress,
+                        arch=ckpt["arch"], arch_kwargs=arch_kwargs)
+    if out is None:
+        if name == "amn":
+            run.update_results("amn", value=res)
+        else:
+            run.update_results("amn_variants", name, value=res)
+    return res
+
+
+def localizer(run: Run, method: str = "amn", checkpoint: Path | None = None, from_maps: str | None = None,
+              amn_cfg=None) -> localize.Localizer:
+    """AMN's official inference from a checkpoint (default ``RUN/<method>.pt``): its own flip/scales over
+    logits, the raw probabilities kept on the confident background of the labels it was trained on."""
+    from wsss.run.stages.maps import method_options
+    from wsss.train.amn import IRLabels, load_amn
+
+    from_maps = from_maps or source(run, method)
+    checkpoint = checkpoint or run.amn_path(method)
+    if not checkpoint.exists():
+        raise RunDirError(
+            f"{checkpoint}: no trained AMN (run `wsss train-amn --run {run.path} --from-maps {from_maps}` first)"
+        )
+    labels = IRLabels.from_config(run.maps_dir(from_maps), amn_cfg or run.cfg.amn,
+                                  dataset=run.dataset(run.cfg.train_split), missing_ok=True)
+    opts = {"scales": tuple(run.cfg.maps.multiscale), "ir_labels": labels, **method_options(run, method)}
+    return localize.create("amn", load_amn(checkpoint, run.device), **opts)

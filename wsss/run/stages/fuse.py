@@ -1,0 +1,66 @@
+"""Stage: a fusion's maps (``jigsaw-cam`` = geo(cam, jigsaw)) from its input methods' stored maps.
+
+:func:`fuse_dirs` is the one offline fuser; the pipeline and the study's fusion grid both call it, with the
+fusions of :mod:`wsss.localize.fusion` (the same code :class:`wsss.localize.Fused` runs in memory).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wsss import localize
+from wsss.errors import DataError
+from wsss.localize.fusion import REGION_PARAMS, fuse
+from wsss.mapsio import load_maps, save_maps
+from wsss.progress import bar
+from wsss.run.rundir import Run
+from wsss.runtime import barrier, is_main, shard
+
+
+def plan(run: Run, method: str) -> tuple[str, str, str, dict]:
+    """``(base, filler, mode, params)`` of a fusion method as the run configures it."""
+    spec = localize.spec(method)
+    opts = run.cfg.maps.options.get(method, {})
+    base, filler = spec.inputs
+    params = {k: opts[k] for k in REGION_PARAMS if k in opts}
+    return base, opts.get("filler", filler), opts.get("fusion", spec.fusion), params
+
+
+def fuse_dirs(mode: str, base_dir: Path, fill_dir: Path, out_dir: Path, ids: list[str], progress: bool = False,
+              desc: str = "fuse", **params) -> int:
+    """``out_dir/<id>.npz`` = ``mode``-fusion of ``base_dir/<id>.npz`` and ``fill_dir/<id>.npz`` for each id not
+    already there; returns how many were written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    todo = [i for i in ids if not (out_dir / f"{i}.npz").exists()]
+    for image_id in bar(todo, desc=desc, disable=not progress or not is_main()):
+        cam, classes = load_maps(base_dir / f"{image_id}.npz")
+        fill, fill_classes = load_maps(fill_dir / f"{image_id}.npz")
+        if not np.array_equal(classes, fill_classes):
+            raise DataError(f"{fill_dir / f'{image_id}.npz'}: classes differ from those of {base_dir / f'{image_id}.npz'}")
+        fused = fuse(mode, torch.from_numpy(cam), torch.from_numpy(fill), **params).numpy()
+        save_maps(out_dir / f"{image_id}.npz", fused, classes)
+    return len(todo)
+
+
+def compute(run: Run, method: str, splits: tuple[str, ...], progress: bool = True) -> dict:
+    """The fusion's maps on ``splits``: its inputs' maps are computed where missing (with their own options),
+    then fused. Its recorded cost per image is the inputs' plus the fusion's own."""
+    from wsss.run.stages import maps
+
+    base, filler, mode, params = plan(run, method)
+    ids = run.split_ids(splits)
+    for source in (base, filler):
+        if maps.missing(run, source, ids):
+            maps.compute(run, source, splits=splits, progress=progress)
+    out = run.maps_dir(method)
+    t0 = time.time()
+    n = fuse_dirs(mode, run.maps_dir(base), run.maps_dir(filler), out, shard(ids), progress,
+                  desc=f"maps {method} (fused)", **params)
+    per_image = sum(maps.timing(run, m)["seconds_per_image"] or 0.0 for m in (base, filler))
+    maps.add_timing(out, n, n * per_image + time.time() - t0, run.device, fused_from=[base, filler])
+    barrier()
+    return maps.timing(run, method)
