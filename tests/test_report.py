@@ -14,8 +14,8 @@ from PIL import Image
 from wsss.config import RunConfig
 from wsss.labelio import save_label_png
 from wsss.mapsio import save_maps
-from wsss.run.rundir import Run
 from wsss.report import write_report
+from wsss.run.rundir import Run
 
 S = 16
 IDS = {"train": ["a1", "a2"], "tune": ["b1"], "val": ["c1"]}
