@@ -222,7 +222,9 @@ def test_check_split_reports_every_bad_file(voc: Path) -> None:
     assert problems[0].startswith(f"{voc}/JPEGImages/a.jpg: unreadable image")
     assert problems[1].startswith(f"{voc}/JPEGImages: image 'c' is ambiguous")
     assert problems[2] == f"{voc}/JPEGImages/d.jpg: not found"
-    assert check_split(VOCDataset(voc, "train")) == [f"{voc}/JPEGImages/a.jpg: unreadable image (UnidentifiedImageError)"]
+    assert check_split(VOCDataset(voc, "train")) == [
+        f"{voc}/JPEGImages/a.jpg: unreadable image (UnidentifiedImageError)"
+    ]
 
 
 @pytest.mark.parametrize("fill", [0, 255])

@@ -87,7 +87,9 @@ def irn_file(path: Path) -> dict:
     return vecs
 
 
-def test_pickled_npy_is_refused_without_being_unpickled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pickled_npy_is_refused_without_being_unpickled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "cls_labels.npy"
     irn_file(path)
 
@@ -96,7 +98,9 @@ def test_pickled_npy_is_refused_without_being_unpickled(tmp_path: Path, monkeypa
 
     monkeypatch.setattr(pickle, "load", no_unpickling)
     monkeypatch.setattr(pickle, "loads", no_unpickling)
-    with pytest.raises(DataError, match=r"cls_labels\.npy: a pickled labels file .* convert_irn_labels") as err:
+    with pytest.raises(
+        DataError, match=r"cls_labels\.npy: a pickled labels file .* convert_irn_labels"
+    ) as err:
         read_labels_file(path, VOC_CLASSES)
     assert f"convert_irn_labels('{path}', 'labels.json', trust=True)" in one_line(err)
 

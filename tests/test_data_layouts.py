@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wsss.data import FolderDataset, VOCDataset, detect_layout, open_dataset
+from wsss.data import Dataset, FolderDataset, VOCDataset, detect_layout, open_dataset
 from wsss.data.info import dataset_info
 from wsss.errors import DataError
 from wsss.labelio import save_label_png
@@ -55,7 +55,9 @@ def folder(tmp_path: Path) -> Path:
 
 def test_images_and_masks_layout_with_any_extension(folder: Path) -> None:
     ds = open_dataset(folder, "val")
-    assert isinstance(ds, FolderDataset) and ds.format == "folder" and ds.layout == "images+masks"
+    assert isinstance(ds, FolderDataset) and isinstance(ds, Dataset)
+    assert ds.format == "folder" and ds.layout == "images+masks"
+    assert ds.mask_size("a") == (H, W) and ds.mask_size("c") is None
     assert ds.classes == ("background", "cat", "dog") and ds.ids == ["a", "b"]
     assert ds.image_path("b") == folder / "images" / "b.bmp"
     assert ds.image("b")[0, 0].tolist() == [20, 20, 20]
@@ -71,7 +73,9 @@ def test_split_with_labels_only_for_some_images(folder: Path) -> None:
     assert [ds.has_mask(i) for i in ds.ids] == [True, True, False, False]
     assert ds.image("c")[0, 0].tolist() == [30, 30, 30] and ds.image("d").shape == (H, W, 3)
     assert ds.labels("d").tolist() == [1, 0]
-    with pytest.raises(DataError, match=r"masks/c\.png: mask not found \(split 'train' of the images\+masks layout\)"):
+    with pytest.raises(
+        DataError, match=r"masks/c\.png: mask not found \(split 'train' of the images\+masks layout\)"
+    ):
         ds.mask("c")
     info = dataset_info(ds, progress=False)
     assert info["layout"] == "images+masks" and info["num_with_masks"] == 2 and info["num_labels_only"] == 2
@@ -115,7 +119,7 @@ def test_detects_voc_and_coco(tmp_path: Path) -> None:
     write_list(voc / "ImageSets" / "Segmentation" / "train.txt", ["a"])
     assert detect_layout(voc) == "voc"
     ds = open_dataset(voc, "train", labels=None)
-    assert isinstance(ds, VOCDataset) and ds.layout == "voc"
+    assert isinstance(ds, VOCDataset) and isinstance(ds, Dataset) and ds.layout == "voc"
     coco = tmp_path / "coco"
     (coco / "annotations").mkdir(parents=True)
     (coco / "annotations" / "instances_val2014.json").write_text("{}")
@@ -162,7 +166,9 @@ def test_missing_split_names_every_layout_and_the_split_command(folder: Path) ->
 
 def test_split_in_two_places_is_refused(folder: Path) -> None:
     write_list(folder / "ImageSets" / "Segmentation" / "val.txt", ["a"])
-    with pytest.raises(DataError, match=r"splits/val\.txt: split 'val' is also listed in .*ImageSets/Segmentation/val\.txt"):
+    with pytest.raises(
+        DataError, match=r"splits/val\.txt: split 'val' is also listed in .*ImageSets/Segmentation/val\.txt"
+    ):
         open_dataset(folder, "val")
 
 
@@ -174,7 +180,9 @@ def test_folder_layout_needs_classes_txt(folder: Path) -> None:
 
 def test_nothing_recognisable(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("hello")
-    with pytest.raises(DataError, match=r"no dataset layout found; expected JPEGImages/.*images/.*labels file.*COCO"):
+    with pytest.raises(
+        DataError, match=r"no dataset layout found; expected JPEGImages/.*images/.*labels file.*COCO"
+    ):
         open_dataset(tmp_path, "train")
     with pytest.raises(DataError, match=r"nope: dataset folder not found"):
         open_dataset(tmp_path / "nope", "train")

@@ -121,7 +121,9 @@ def test_make_tune_matches_the_previous_cli(tmp_path: Path) -> None:
     assert make_tune(root, size=5, seed=7) == path  # replaces by default, as the CLI did
     with pytest.raises(DataError, match=r"tune\.txt: split list exists; pass force=True"):
         make_tune(root, size=5, seed=7, force=False)
-    with pytest.raises(DataError, match=r"train_aug\.txt: only 14 train_aug images outside train, asked for 15"):
+    with pytest.raises(
+        DataError, match=r"train_aug\.txt: only 14 train_aug images outside train, asked for 15"
+    ):
         make_tune(root, size=15)
 
 
@@ -129,5 +131,7 @@ def test_make_tune_needs_both_splits(tmp_path: Path) -> None:
     root = tmp_path / "voc"
     voc_with_aug(root)
     (root / "ImageSets" / "Segmentation" / "train.txt").unlink()
-    with pytest.raises(DataError, match=r"split file not found: .*ImageSets/Segmentation/train\.txt \(VOC layout\)"):
+    with pytest.raises(
+        DataError, match=r"split file not found: .*ImageSets/Segmentation/train\.txt \(VOC layout\)"
+    ):
         make_tune(root, size=2)

@@ -59,7 +59,8 @@ class Dataset(Protocol):
 
     ``classes`` lists background first, then the K foreground names; class id ``c`` in a mask is
     ``classes[c]``, and entry ``c - 1`` of a label vector. ``layout`` names the on-disk layout found
-    (``"voc"``, ``"images+masks"``, ``"flat"``, ``"coco"``).
+    (``"voc"``, ``"images+masks"``, ``"flat"``, ``"coco"``). ``has_mask`` and ``mask_size`` ((H, W) or
+    None) are cheap: no pixel decoding.
     """
 
     root: Path
@@ -83,6 +84,8 @@ class Dataset(Protocol):
     def image(self, image_id: str) -> np.ndarray: ...
 
     def has_mask(self, image_id: str) -> bool: ...
+
+    def mask_size(self, image_id: str) -> tuple[int, int] | None: ...
 
     def mask(self, image_id: str, required: bool = True) -> np.ndarray | None: ...
 
