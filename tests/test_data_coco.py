@@ -215,3 +215,19 @@ def test_missing_pycocotools(coco: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setitem(sys.modules, "pycocotools.coco", None)
     with pytest.raises(MissingDependencyError, match=r"pip install 'wsss\[coco\]'"):
         open_dataset(coco, "train", format="coco")
+
+
+@needs_coco
+def test_labels_file_and_layout(coco: Path, tmp_path: Path) -> None:
+    ds = open_dataset(coco, "train")  # format="auto" finds the annotations
+    assert ds.format == "coco" and ds.layout == "coco" and ds.has_mask(ID30)
+    path = tmp_path / "labels.json"
+    path.write_text(json.dumps({ID9: ["airplane"], ID25: [], ID30: ["person", "toothbrush"]}))
+    ds = open_dataset(coco, "train", format="coco", labels=path)
+    assert ds.labels(ID9).tolist() == [0, 1, 0] and ds.labels(ID30).tolist() == [1, 0, 1]
+    info = dataset_info(ds, progress=False)
+    assert info["layout"] == "coco" and info["num_with_masks"] == 3
+    assert info["pixel_counts"] == {"person": 6, "airplane": 8, "toothbrush": 20}  # pixels still from masks
+    path.write_text(json.dumps({ID9: ["unicorn"]}))
+    with pytest.raises(DataError, match=r"labels\.json: unknown class 'unicorn'"):
+        open_dataset(coco, "train", format="coco", labels=path)

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from wsss.data import VOC_CLASSES, VOCDataset, open_dataset
 from wsss.data.info import dataset_info, format_info
+from wsss.data.labels import convert_irn_labels
 from wsss.errors import DataError
 from wsss.labelio import save_label_png
 
@@ -84,7 +85,7 @@ def counts(**nonzero: int) -> dict[str, int]:
 
 def test_reads_split_masks_and_default_classes(voc: Path) -> None:
     ds = VOCDataset(voc, "train")
-    assert ds.format == "voc"
+    assert ds.format == "voc" and ds.layout == "voc"
     assert ds.classes == VOC_CLASSES and ds.classes[0] == "background" and ds.num_classes == 20
     assert ds.ids == TRAIN and len(ds) == 2
     assert ds.image_path("2007_000032") == voc / "JPEGImages" / "2007_000032.jpg"
@@ -98,11 +99,14 @@ def test_reads_split_masks_and_default_classes(voc: Path) -> None:
     # the grayscale mask reads the same as a palette one
     np.testing.assert_array_equal(VOCDataset(voc, "val").mask("2008_000002"), masks()["2008_000002"])
     assert open_dataset(voc, "val").ids == VAL
+    assert open_dataset(voc, "val", format="voc").layout == "voc"
+    assert ds.has_mask("2007_000032") and not ds.has_mask("2099_000000")
 
 
 def test_dataset_info_counts_exactly(voc: Path) -> None:
     info = dataset_info(VOCDataset(voc, "train"), progress=False)
     assert info["num_images"] == 2
+    assert info["layout"] == "voc" and info["num_with_masks"] == 2 and info["num_labels_only"] == 0
     assert info["classes"] == list(VOC_CLASSES)
     assert info["image_counts"] == counts(aeroplane=1, dog=1, person=1)
     assert info["pixel_counts"] == counts(aeroplane=12, dog=6, person=12)
@@ -151,14 +155,20 @@ def test_train_aug_reads_segmentation_class_aug(voc: Path) -> None:
     assert VOCDataset(voc, "train").mask_path("2007_000032").parent.name == "SegmentationClass"
 
 
-def test_irn_cls_labels_npy_with_integer_keys(voc: Path, tmp_path: Path) -> None:
+def test_irn_cls_labels_npy_converted_once_then_read_as_json(voc: Path, tmp_path: Path) -> None:
     vec32 = np.zeros(20, np.float32)
     vec32[[1, 6]] = 1  # bicycle, car: not what the mask says, so we see which source is used
     vec39 = np.zeros(20, np.float32)
     vec39[PERSON - 1] = 1
-    path = tmp_path / "cls_labels.npy"
-    np.save(path, {2007000032: vec32, 2007000039: vec39, 2008000001: np.zeros(20, np.float32)})
-    ds = VOCDataset(voc, "train", labels_file=path)
+    npy = tmp_path / "cls_labels.npy"
+    np.save(npy, {2007000032: vec32, 2007000039: vec39, 2008000001: np.zeros(20, np.float32)})
+    # the pickled file is never loaded by a dataset: one line naming it and the converter
+    with pytest.raises(DataError, match=r"cls_labels\.npy.*pickled.*convert_irn_labels") as err:
+        VOCDataset(voc, "train", labels=npy)
+    assert "\n" not in str(err.value)
+    path = convert_irn_labels(npy, tmp_path / "labels.json", trust=True)
+    assert json.loads(path.read_text())["2007_000032"] == ["bicycle", "car"]
+    ds = VOCDataset(voc, "train", labels=path)
     np.testing.assert_array_equal(ds.labels("2007_000032"), vec32)
     info = dataset_info(ds, progress=False)
     assert info["labels"] == {"2007_000032": ["bicycle", "car"], "2007_000039": ["person"]}
@@ -173,10 +183,14 @@ def test_json_labels_without_masks(voc: Path, tmp_path: Path) -> None:
     write_split(voc, "unlabelled", ids)
     path = tmp_path / "labels.json"
     path.write_text(json.dumps({"2009_000001": ["dog", "cat"], "2009_000002": [], "2009_000003": ["dog"]}))
-    ds = VOCDataset(voc, "unlabelled", labels_file=path)
-    assert ds[0].mask is None
+    ds = VOCDataset(voc, "unlabelled", labels=path)
+    assert ds[0].mask is None and not ds.has_mask("2009_000001")
+    assert ds.image("2009_000001").shape == (H, W, 3)
+    with pytest.raises(DataError, match=r"SegmentationClass/2009_000001\.png: mask not found"):
+        ds.mask("2009_000001")
     info = dataset_info(ds, progress=False)
     assert info["num_images"] == 3
+    assert info["num_with_masks"] == 0 and info["num_labels_only"] == 3
     assert info["labels"] == {"2009_000001": ["cat", "dog"], "2009_000002": [], "2009_000003": ["dog"]}
     assert info["image_counts"] == counts(cat=1, dog=2)
     assert info["pixel_counts"] == counts()
@@ -241,7 +255,7 @@ def test_labels_file_missing_an_image(voc: Path, tmp_path: Path) -> None:
     path = tmp_path / "labels.json"
     path.write_text(json.dumps({"2007_000032": ["aeroplane"]}))
     with pytest.raises(DataError, match=r"labels\.json.*2007_000039"):
-        VOCDataset(voc, "train", labels_file=path)
+        VOCDataset(voc, "train", labels=path)
     path.write_text(json.dumps({"2007_000032": ["unicorn"], "2007_000039": []}))
     with pytest.raises(DataError, match=r"labels\.json.*unicorn"):
-        VOCDataset(voc, "train", labels_file=path)
+        VOCDataset(voc, "train", labels=path)

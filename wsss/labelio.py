@@ -84,13 +84,22 @@ def save_label_png(path: str | os.PathLike[str], mask: object) -> None:
 
 def load_label_png(path: str | os.PathLike[str]) -> np.ndarray:
     """Read a label PNG as a uint8 (H, W) array: palette ('P') images give their indices,
-    grayscale ('L') images their values. Anything else raises :class:`DataError` naming the file."""
+    grayscale ('L') images their values; 16-bit grayscale ('I;16', 'I') is accepted when every value
+    is at most 255. Anything else raises :class:`DataError` naming the file."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     try:
         with Image.open(path) as img:
             mode = img.mode
+            if mode.startswith("I;16") or mode == "I":
+                wide = np.asarray(img)
+                if wide.size and (wide.min() < 0 or wide.max() > 255):
+                    raise DataError(
+                        f"{path}: 16-bit label PNG holds values {wide.min()}..{wide.max()}; "
+                        "class ids must lie in 0..255"
+                    )
+                return wide.astype(np.uint8)
             if mode not in ("P", "L"):
                 raise DataError(
                     f"{path}: label PNG must be single-channel (palette 'P' or grayscale 'L'), "

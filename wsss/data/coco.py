@@ -1,4 +1,4 @@
-"""COCO 2014 reader, behind the same interface as :class:`wsss.data.voc.VOCDataset`.
+"""COCO 2014 reader, behind the same interface as the other readers (:class:`wsss.data.base.Dataset`).
 
 Official layout: ``<root>/train2014/COCO_train2014_000000000009.jpg`` …, ``<root>/val2014/…``,
 ``<root>/annotations/instances_{train,val}2014.json``; read through pycocotools (the ``[coco]`` extra).
@@ -9,7 +9,8 @@ Official layout: ``<root>/train2014/COCO_train2014_000000000009.jpg`` …, ``<ro
   one), then crowd regions last as 255 (void). An image without annotations is all background.
   Masks are rasterized once and cached as label PNGs (default ``<root>/wsss_masks/<split>2014/``),
   written atomically and reused when present; delete the cache folder if the annotations change.
-* Image-level labels: the categories of the image's non-crowd annotations.
+* Image-level labels: the categories of the image's non-crowd annotations, or a labels file
+  (``labels=``, see :mod:`wsss.data.labels`).
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
-from wsss.data.voc import Sample, read_image
+from wsss.data.base import Sample, image_size, inside, read_image, resize_mask
 from wsss.errors import DataError, MissingDependencyError
 from wsss.labelio import load_label_png, save_label_png
 
@@ -43,11 +45,16 @@ class COCODataset:
         root: the folder holding ``train2014/``, ``val2014/`` and ``annotations/``.
         split: ``"train"`` or ``"val"``.
         cache_dir: where rasterized masks are cached (default ``<root>/wsss_masks/<split>2014/``).
+        labels: image-level labels file (JSON/CSV over these class names), used instead of the
+            annotations' categories.
+        max_side: downscale images and masks whose longer side exceeds it (pixels, aspect kept).
     """
 
     format = "coco"
+    layout = "coco"
 
-    def __init__(self, root: str | Path, split: str, cache_dir: str | Path | None = None):
+    def __init__(self, root: str | Path, split: str, cache_dir: str | Path | None = None,
+                 labels: str | os.PathLike[str] | None = None, max_side: int | None = None):  # fmt: skip
         coco_cls = _import_coco()
         self.root = Path(root)
         if not self.root.is_dir():
@@ -90,6 +97,13 @@ class COCODataset:
         for img_id, anns in self._coco.imgToAnns.items():
             found = {self._class_of[a["category_id"]] for a in anns if not a.get("iscrowd", 0)}
             self._present[img_id] = tuple(sorted(found))
+        self.max_side = max_side
+        self.labels_file = Path(labels) if labels is not None else None
+        self._labels: dict[str, np.ndarray] = {}
+        if self.labels_file is not None:
+            from wsss.data.labels import read_labels_file
+
+            self._labels = read_labels_file(self.labels_file, self.classes, self.ids)
 
     def _load_index(self, coco_cls):
         path = self.annotation_path
@@ -123,13 +137,12 @@ class COCODataset:
     def __getitem__(self, i: int) -> Sample:
         image_id = self.ids[i]
         image = self.image(image_id)
-        mask = self.mask(image_id)
-        if mask.shape != image.shape[:2]:
+        (h, w), (mh, mw) = image_size(self.image_path(image_id)), self.mask_size(image_id)
+        if (h, w) != (mh, mw):
             raise DataError(
-                f"{self.image_path(image_id)}: image is {image.shape[1]}x{image.shape[0]}, "
-                f"but {self.annotation_path} gives {mask.shape[1]}x{mask.shape[0]}"
+                f"{self.image_path(image_id)}: image is {w}x{h}, but {self.annotation_path} gives {mw}x{mh}"
             )
-        return Sample(image_id, image, mask, self.labels(image_id))
+        return Sample(image_id, image, self.mask(image_id), self.labels(image_id))
 
     def _record(self, image_id: str) -> dict:
         if image_id not in self._image_of:
@@ -137,15 +150,25 @@ class COCODataset:
         return self._coco.imgs[self._image_of[image_id]]
 
     def image_path(self, image_id: str) -> Path:
-        return self.image_dir / self._record(image_id)["file_name"]
+        return inside(self.image_dir, self._record(image_id)["file_name"])
 
     def mask_path(self, image_id: str) -> Path:
         """The cached label PNG (it may not be written yet)."""
-        return self.cache_dir / f"{image_id}.png"
+        return inside(self.cache_dir, f"{image_id}.png")
 
     def image(self, image_id: str) -> np.ndarray:
         """RGB uint8 (H, W, 3)."""
-        return read_image(self.image_path(image_id))
+        return read_image(self.image_path(image_id), self.max_side)
+
+    def has_mask(self, image_id: str) -> bool:
+        """Always True for a known id: COCO masks are rasterized from the annotations."""
+        self._record(image_id)
+        return True
+
+    def mask_size(self, image_id: str) -> tuple[int, int]:
+        """(height, width) the annotations give for the image (no decoding)."""
+        rec = self._record(image_id)
+        return rec["height"], rec["width"]
 
     def mask(self, image_id: str, required: bool = True) -> np.ndarray:
         """uint8 (H, W) class ids 0..K, 255 on crowd regions; cached on disk after the first call.
@@ -167,7 +190,7 @@ class COCODataset:
                 raise DataError(
                     f"{path}: class id {int(mask[bad].max())} out of range (K={self.num_classes})"
                 )
-            return mask
+            return resize_mask(mask, self.max_side)
         mask = self._rasterize(rec)
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -176,7 +199,7 @@ class COCODataset:
             raise DataError(
                 f"{self.cache_dir}: cannot write the mask cache ({exc.strerror or exc}); pass cache_dir"
             ) from None
-        return mask
+        return resize_mask(mask, self.max_side)
 
     def _rasterize(self, rec: dict) -> np.ndarray:
         size = (rec["height"], rec["width"])
@@ -210,7 +233,10 @@ class COCODataset:
         return region
 
     def labels(self, image_id: str, mask: np.ndarray | None = None) -> np.ndarray:
-        """float32 (K,) multi-hot image-level labels from the non-crowd annotations (``mask`` is unused)."""
+        """float32 (K,) multi-hot image-level labels from the labels file when given, else from the
+        non-crowd annotations (``mask`` is unused)."""
+        if image_id in self._labels:
+            return self._labels[image_id]
         present = self._present.get(self._record(image_id)["id"], ())
         vec = np.zeros(self.num_classes, np.float32)
         if present:
