@@ -8,7 +8,15 @@ import torch
 
 from tests.test_amn import _tiny_voc
 from wsss import models
-from wsss.irn import boundary_to_affinity, half_disk, irn_mask, maps_at_stride, random_walk, walk_band_rows
+from wsss.irn import (
+    _upsampled_rows,
+    boundary_to_affinity,
+    half_disk,
+    irn_mask,
+    maps_at_stride,
+    random_walk,
+    walk_band_rows,
+)
 from wsss.models.irn import build_irn, default_taps
 from wsss.train.irn import IRNConfig, affinity_labels, irn_loss, labels_at_stride, load_irn, train_irn
 
@@ -208,6 +216,24 @@ def test_irn_mask_valid_label_map():
                           np.zeros((h, w), np.uint8))
     with pytest.raises(ValueError):
         irn_mask(maps, classes, torch.zeros(7, 9), (h, w), cfg)
+
+
+def test_banded_mask_equals_whole_and_upsampled_rows():
+    rng = np.random.default_rng(3)
+    h, w = 37, 29
+    maps = rng.random((3, h, w)).astype(np.float32) ** 3
+    bd = torch.from_numpy(rng.random((10, 8)).astype(np.float32) ** 4)
+    for norm in ("global", "class"):
+        whole = irn_mask(maps, np.array([1, 4, 7]), bd, (h, w), IRNConfig(exp_times=3, walk_norm=norm,
+                                                                           max_bytes=None))
+        banded = irn_mask(maps, np.array([1, 4, 7]), bd, (h, w), IRNConfig(exp_times=3, walk_norm=norm,
+                                                                            max_bytes=20_000))
+        assert np.array_equal(whole, banded) and len(np.unique(whole)) > 2
+    rw = torch.rand(2, 10, 8)
+    full = torch.nn.functional.interpolate(rw[None], scale_factor=4, mode="bilinear", align_corners=False)[0]
+    for r0, r1 in ((0, 1), (0, 3), (3, 7), (9, 10), (6, 10)):
+        part = _upsampled_rows(rw, r0, r1, 4, (h, w))
+        assert torch.allclose(part, full[:, 4 * r0: min(4 * r1, h), :w], atol=1e-6)
 
 
 def test_maps_at_stride_pools_and_normalizes():

@@ -3,7 +3,7 @@ by a random walk on the boundary-derived affinities, with bounded memory.
 
 Geometry (shared with training, :mod:`wsss.train.irn`). Pixel pairs are the offsets of a **half disk**:
 ``(dy, dx)`` with ``0 < dy^2 + dx^2 < radius^2`` and ``dy > 0``, or ``dy == 0`` and ``dx > 0``, so each
-unordered pair is counted once (34 offsets for radius 5, 154 for radius 10). The **path** of an offset is
+unordered pair is counted once (34 offsets for radius 5, 152 for radius 10). The **path** of an offset is
 the set of grid points of the box spanned by ``(0, 0)`` and ``(dy, dx)`` whose distance to the straight
 line through both is < 1 pixel (both ends included); the affinity of a pair is ``1 - max B`` over its
 path, with ``B`` padded by 1 outside the image (a pair leaving the image has affinity 0). These are IRN's
@@ -20,7 +20,7 @@ map's resolution (stride 4):
    iterating the sparse step 256 times gives the same result without the matrix (IRN needs a 24 GB GPU on
    VOC-size images);
 4. upsampled x4 (bilinear), cropped to the image, divided by the **global** max over all classes and
-   pixels (IRN; ``norm="class"`` divides each class by its own max instead), a constant background score
+   pixels (IRN; ``walk_norm="class"`` divides each class by its own max instead), a constant background score
    ``sem_seg_bg`` (0.25) is put in front and the argmax taken. IRN propagates no background map: the
    background is this constant after the walk.
 
@@ -28,8 +28,11 @@ Memory: the step is a gather over the neighbourhood (the 2 x offsets + self), ne
 ``max_bytes=None`` the affinities of all pairs (``offsets x H x (W + 2 r)`` floats) are computed once and
 kept; with ``max_bytes`` the rows are processed in bands whose affinity block + temporaries fit in
 ``max_bytes``, and the affinities of a band are recomputed from the boundary map at each step (more
-time, same result). What is not bounded by ``max_bytes`` is what scales with the output anyway: the
-boundary map, the degree and two padded copies of the K maps, ``(2 K + 2) x H x W`` floats at stride 4.
+time, same result). The upsampling to the image size, normalization and argmax also run in bands of
+rows under ``max_bytes``, and the maps are pooled to stride 4 one class at a time. What is not bounded by
+``max_bytes`` is what scales with the input or the output anyway: the input maps and the uint8 mask at
+image size, and at stride 4 the boundary map, the degree, the pooled maps and two padded copies of the
+K maps being walked, about ``(3 K + 2) x H x W / 16`` floats.
 """
 
 from __future__ import annotations
@@ -239,15 +242,30 @@ def random_walk(cams: torch.Tensor, boundary: torch.Tensor, radius: int = 5, bet
 
 # ---- label map -------------------------------------------------------------------------------------------
 def maps_at_stride(maps: np.ndarray | torch.Tensor, stride: int) -> torch.Tensor:
-    """``(K', H, W)`` maps -> ``(K', ceil(H/stride), ceil(W/stride))``: each cell the mean of its
-    ``stride x stride`` pixels (the last cells over what is in the image), then each map divided by its
-    max (IRN's strided CAMs are max-normalized per class)."""
+    """``(K', H, W)`` maps -> ``(K', ceil(H/stride), ceil(W/stride))``: negatives clipped, each cell the
+    mean of its ``stride x stride`` pixels (the last cells over what is in the image), then each map
+    divided by its max (IRN's strided CAMs are max-normalized per class). One class at a time, so the
+    temporaries are one full-size map."""
     x = torch.as_tensor(np.asarray(maps) if not isinstance(maps, torch.Tensor) else maps, dtype=torch.float32)
-    x = normalize_maps(x, "max")
-    if x.shape[0] == 0:
-        return x.new_zeros((0, math.ceil(x.shape[1] / stride), math.ceil(x.shape[2] / stride)))
-    pooled = F.avg_pool2d(x[None], stride, ceil_mode=True)[0]
-    return normalize_maps(pooled, "max")
+    if x.ndim != 3:
+        raise ValueError(f"maps must be (K', H, W), got {tuple(x.shape)}")
+    k, h, w = x.shape
+    out = x.new_zeros((k, math.ceil(h / stride), math.ceil(w / stride)))
+    for c in range(k):
+        out[c] = F.avg_pool2d(x[c: c + 1].clamp_min(0)[None], stride, ceil_mode=True)[0, 0]
+    return normalize_maps(out, "max")
+
+
+def _upsampled_rows(rw: torch.Tensor, r0: int, r1: int, stride: int, size: tuple[int, int]) -> torch.Tensor:
+    """Rows ``[stride * r0, stride * r1)`` (cropped to ``size``) of ``rw`` upsampled ``stride`` times
+    (bilinear, ``align_corners=False``), from rows ``r0 - 1 .. r1`` only: equal to the same rows of the
+    whole map's upsampling."""
+    h = rw.shape[1]
+    lo, hi = max(r0 - 1, 0), min(r1 + 1, h)
+    up = F.interpolate(rw[None, :, lo:hi], scale_factor=stride, mode="bilinear", align_corners=False)[0]
+    first = (r0 - lo) * stride
+    n = min(stride * r1, size[0]) - stride * r0
+    return up[:, first: first + n, : size[1]]
 
 
 @torch.no_grad()
@@ -295,12 +313,23 @@ def irn_mask(maps: np.ndarray | torch.Tensor, classes: np.ndarray, boundary: tor
     if tuple(maps_t.shape[1:]) != (hh, ww):
         maps_t = F.interpolate(maps_t[None], size=(hh, ww), mode="bilinear", align_corners=False)[0]
     cams = maps_at_stride(maps_t, stride)
-    rw = random_walk(cams, boundary, cfg.walk_radius, cfg.beta, cfg.exp_times, cfg.max_bytes)
-    up = F.interpolate(rw[None], scale_factor=stride, mode="bilinear", align_corners=False)[0, :, :hh, :ww]
-    if getattr(cfg, "walk_norm", "global") == "class":
-        top = up.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
-    else:
-        top = up.max().clamp_min(1e-12)
-    scores = torch.cat([up.new_full((1, hh, ww), float(cfg.sem_seg_bg)), up / top])
+    max_bytes = getattr(cfg, "max_bytes", None)
+    rw = random_walk(cams, boundary, cfg.walk_radius, cfg.beta, cfg.exp_times, max_bytes)
+    # upsample + normalize + argmax in bands of rows (the upsampled scores never exist whole under max_bytes):
+    # per stride-row, about three (K' + 1) x stride x W float buffers
+    k = rw.shape[0]
+    rows = hs if max_bytes is None else max(1, int(max_bytes) // (3 * FLOAT_BYTES * (k + 1) * stride * ww))
+    bands = [(r0, min(hs, r0 + rows)) for r0 in range(0, hs, rows)]
+    per_class = getattr(cfg, "walk_norm", "global") == "class"
+    top = rw.new_zeros(k)
+    for r0, r1 in bands:  # the maxima of the upsampled maps (IRN: the global max)
+        top = torch.maximum(top, _upsampled_rows(rw, r0, r1, stride, (hh, ww)).flatten(1).amax(1))
+    top = (top if per_class else top.max().expand(k)).clamp_min(1e-12)[:, None, None]
     keys = np.concatenate([[0], classes]).astype(np.uint8)
-    return keys[scores.argmax(0).cpu().numpy()]
+    mask = np.empty((hh, ww), np.uint8)
+    for r0, r1 in bands:
+        up = _upsampled_rows(rw, r0, r1, stride, (hh, ww)).div_(top)
+        best, arg = up.max(0)
+        idx = torch.where(best > float(cfg.sem_seg_bg), arg + 1, 0)  # ties go to background (IRN's argmax)
+        mask[stride * r0: stride * r0 + idx.shape[0]] = keys[idx.cpu().numpy()]
+    return mask
