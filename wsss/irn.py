@@ -127,15 +127,20 @@ def boundary_to_affinity(boundary: torch.Tensor, radius: int) -> torch.Tensor:
     base = ((torch.arange(h, device=b.device)[:, None] + pad) * wp
             + torch.arange(w, device=b.device)[None, :] + pad)  # (h, w) flat index of each source pixel
     affs = []
-    with torch.no_grad():
-        pmax = _path_max_rows(bp.detach(), radius, 0, h, w)  # (n, offsets, h, w)
-    for i, path in enumerate(paths):
-        # which path point holds the max: the first one equal to it
-        deltas = torch.tensor([ty * wp + tx for ty, tx in path], device=b.device)
+    for path in paths:
+        # under no_grad: the running max along the path and the flat offset of the point holding it
+        # (the first point reaching the max, as a max pooling's argmax)
         with torch.no_grad():
-            pts = torch.stack([bp[:, pad + ty: pad + ty + h, pad + tx: pad + tx + w] for ty, tx in path], 1)
-            arg = (pts == pmax[:, i: i + 1]).to(torch.uint8).argmax(1)  # (n, h, w)
-        idx = (base[None] + deltas[arg]).reshape(n, h * w)
+            best = idx = None
+            for ty, tx in path:
+                window = bp[:, pad + ty: pad + ty + h, pad + tx: pad + tx + w]
+                if best is None:
+                    best, idx = window.clone(), torch.full_like(base, ty * wp + tx).expand(n, h, w).clone()
+                else:
+                    higher = window > best
+                    best = torch.where(higher, window, best)
+                    idx.masked_fill_(higher, ty * wp + tx)
+            idx = (idx + base).reshape(n, h * w)
         affs.append(1.0 - flat.gather(1, idx).reshape(n, h, w))
     out = torch.stack(affs, 1)
     return out[0] if squeeze else out
