@@ -305,7 +305,9 @@ def test_oaa_warmup_filter_and_last_epoch_fallback(tmp_path):
 def test_train_oaa_with_snapshots_then_write_maps_and_trajectory_maps(tmp_path):
     ds = TinyDS(n=4)
     cfg = ClassifierConfig(recipe="oaa", epochs=2, batch_size=4, crop=SIZE, snapshot_epochs=(1, 2))
-    _, result = _train(ds, cfg, tmp_path, name="cls.pt")
+    state, result = _train(ds, cfg, tmp_path, name="cls.pt")
+    plain, _ = _train(ds, cfg.model_copy(update={"recipe": "plain", "snapshot_epochs": ()}), tmp_path, name="p.pt")
+    assert all(torch.equal(state[k], plain[k]) for k in plain)  # the epoch-end passes do not touch training
     assert result["snapshots"] == [str(snapshot_path(tmp_path / "cls.pt", e)) for e in (1, 2)]
     bank_file = tmp_path / "cls.oaa.pt"
     assert bank_file.is_file()
