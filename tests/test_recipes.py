@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsss.config import ClassifierConfig
-from wsss.errors import ConfigError
+from wsss.errors import ConfigError, DataError
 from wsss.mapsio import load_maps
 from wsss.models import CamClassifier, create
 from wsss.shuffle import apply_plan, coverage, random_plans
@@ -312,6 +312,8 @@ def test_train_oaa_with_snapshots_then_write_maps_and_trajectory_maps(tmp_path):
     bank_file = tmp_path / "cls.oaa.pt"
     assert bank_file.is_file()
     assert write_oaa_maps(bank_file, ds, tmp_path / "maps") == len(ds.ids)
+    with pytest.raises(DataError, match="no accumulated attention"):
+        write_oaa_maps(AttentionBank(), ds, tmp_path / "none")
     for image_id in ds.ids:
         maps, classes = load_maps(tmp_path / "maps" / f"{image_id}.npz")
         assert list(classes) == list(np.flatnonzero(ds.labels(image_id)) + 1)

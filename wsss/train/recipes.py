@@ -429,7 +429,8 @@ def write_oaa_maps(banks: AttentionBank | str | Path | Sequence, ds, out_dir: st
                    ids: Sequence | None = None) -> int:
     """Write accumulated attention as localization maps: ``out_dir/<id>.npz`` via :func:`wsss.mapsio.save_maps`
     (every present class, ids 1..K, bilinearly upsampled to the image's original size; a class without a map
-    gets zeros). ``banks``: a bank, a bank file, or several (DDP shards, merged). Returns the files written."""
+    gets zeros). ``banks``: a bank, a bank file, or several (DDP shards, merged). Returns the files written.
+    An image with present classes but nothing in the bank (not in the training split) is a DataError."""
     from wsss.mapsio import save_maps
 
     if isinstance(banks, AttentionBank):
@@ -445,6 +446,10 @@ def write_oaa_maps(banks: AttentionBank | str | Path | Sequence, ds, out_dir: st
         h, w = ds.image(image_id).shape[:2]
         classes = np.flatnonzero(ds.labels(image_id) > 0)
         entry = bank.get(image_id)
+        if len(classes) and not entry:
+            from wsss.errors import DataError
+
+            raise DataError(f"image {image_id}: no accumulated attention (OAA maps exist for training images only)")
         maps = np.zeros((len(classes), h, w), np.float32)
         for j, c in enumerate(classes.tolist()):
             if c in entry:
