@@ -44,6 +44,17 @@ class ClassifierConfig(_Model):
     freeze: tuple[str, ...] = ()
     num_workers: int = 0
     name: str = "plain"  # results key suffix: <method>@<name>
+    # Training recipe (wsss/train/recipes.py). "plain": BCE (+ the legacy jigsaw_aug shuffles when > 0);
+    # "jigsaw-aug": the same, jigsaw_aug > 0 required; "puzzle": Puzzle-CAM (Jo & Yu 2021); "jigsaw-consistency":
+    # Puzzle-CAM's consistency with random jigsaw shuffles (ours); "oaa": BCE + online attention accumulation
+    # (Jiang et al. 2019), maps written next to the checkpoint.
+    recipe: Literal["plain", "jigsaw-aug", "puzzle", "jigsaw-consistency", "oaa"] = "plain"
+    alpha: float = 4.0  # weight of the CAM consistency term (puzzle, jigsaw-consistency); Puzzle-CAM: 4
+    alpha_ramp: float = 0.5  # fraction of the training steps over which alpha rises linearly from 0 (0: constant)
+    puzzle_grid: int = 2  # puzzle: a grid x grid split into tiles (Puzzle-CAM: 2, i.e. 4 pieces)
+    warmup_epochs: int = 1  # oaa: epochs trained before the first accumulation
+    oaa_filter: bool = True  # oaa: fuse a class only when it is among the image's top-|labels| predictions
+    snapshot_epochs: tuple[int, ...] = ()  # 1-based epochs after which a snapshot checkpoint is saved
 
 
 class MapsConfig(_Model):

@@ -1,4 +1,5 @@
-"""Multi-label classifier training (``wsss train-cls``): BCE on image-level labels, DDP under torchrun."""
+"""Multi-label classifier training (``wsss train-cls``): image-level labels, the loss of a training recipe
+(:mod:`wsss.train.recipes`, ``ClassifierConfig.recipe``; plain BCE by default), DDP under torchrun."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler
 
 from wsss import models
@@ -15,26 +15,14 @@ from wsss.config import ClassifierConfig
 from wsss.data.transforms import to_tensor
 from wsss.metrics import multilabel_map
 from wsss.runtime import init_distributed, is_main, world_size
-from wsss.shuffle import apply_plan, random_plans
 from wsss.train.common import TrainSet, freeze_batchnorm, run_epochs, save_checkpoint, unwrap
+from wsss.train.recipes import create_recipe, jigsaw_batch, snapshot_path  # noqa: F401 (jigsaw_batch: re-export)
 
 
 def build_classifier(cfg: ClassifierConfig, num_classes: int, pretrained=None) -> torch.nn.Module:
     kwargs = {} if cfg.output_stride is None else {"output_stride": cfg.output_stride}
     return models.create(cfg.arch, num_classes, pretrained=pretrained if pretrained is not None else cfg.pretrained,
                          **kwargs)
-
-
-def jigsaw_batch(images: torch.Tensor, p: float, grids: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-    """Shuffle a fraction ``p`` of the batch with the same grids/offsets as the jigsaw maps."""
-    n, _, h, w = images.shape
-    pick = torch.rand(n, generator=generator) < p
-    if not bool(pick.any()):
-        return images
-    idx = random_plans(h, w, int(pick.sum()), grids, generator).to(images.device)
-    out = images.clone()
-    out[pick.to(images.device)] = apply_plan(images[pick.to(images.device)], idx)
-    return out
 
 
 def freeze_features(model: torch.nn.Module, names: tuple[str, ...]) -> None:
@@ -72,25 +60,54 @@ def train_classifier(train_ds, val_ds, cfg: ClassifierConfig, out: Path, device:
         opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     else:
         opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = len(loader)
+    recipe = create_recipe(cfg, seed, total_steps=cfg.epochs * steps_per_epoch)
+    recipe.setup(train_ds, out, device)
+    net = recipe.wrap(model)  # what the loss sees: the classifier (plain) or a CamNet around it
     if distributed:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     t0 = time.time()
-    aug_gen = torch.Generator().manual_seed(seed + 17)
+    step = 0
 
     def batch_loss(batch):
+        nonlocal step
         images, labels = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
-        if cfg.jigsaw_aug > 0:
-            images = jigsaw_batch(images, cfg.jigsaw_aug, tuple(cfg.jigsaw_grids), aug_gen)
-        return F.binary_cross_entropy_with_logits(model(images), labels)
+        loss = recipe.loss(net, images, labels, data.epoch, step)
+        step += 1
+        return loss
 
-    history = run_epochs(model, data, loader, opt, cfg.epochs, batch_loss, device, "train-cls", progress,
+    snapshots: list[str] = []
+
+    def epoch_end(epoch: int) -> None:  # 0-based epoch just finished
+        if epoch + 1 in cfg.snapshot_epochs:
+            path = snapshot_path(out, epoch + 1)
+            save_checkpoint(path, model=model.state_dict(), arch=cfg.arch, num_classes=model.num_classes,
+                            output_stride=cfg.output_stride, result={"epoch": epoch + 1, "recipe": cfg.recipe})
+            snapshots.append(str(path))
+        recipe.epoch_end(model, epoch, last=epoch == cfg.epochs - 1)
+
+    # run_epochs has no end-of-epoch hook: the end of epoch e-1 runs at the start of epoch e (before any step of
+    # it, after model.train()), the end of the last epoch after run_epochs returns
+    hooks = bool(cfg.snapshot_epochs) or recipe.has_epoch_end
+
+    def on_train():
+        if hooks and data.epoch > 0:
+            epoch_end(data.epoch - 1)
+        if cfg.freeze_bn:
+            freeze_batchnorm(model)
+
+    history = run_epochs(net, data, loader, opt, cfg.epochs, batch_loss, device, "train-cls", progress,
                          sampler=sampler, schedule=cfg.schedule,
-                         on_train=(lambda: freeze_batchnorm(model)) if cfg.freeze_bn else None)
-    net = unwrap(model)
-    val_map = evaluate_map(net, val_ds, device) if val_ds is not None and is_main() else None
+                         on_train=on_train if hooks or cfg.freeze_bn else None)
+    if hooks and cfg.epochs > 0:
+        epoch_end(cfg.epochs - 1)
+    val_map = evaluate_map(model, val_ds, device) if val_ds is not None and is_main() else None
     result = {"val_map": val_map, "loss_history": history, "seconds": time.time() - t0, "epochs": cfg.epochs,
-              "arch": cfg.arch, "name": cfg.name, "jigsaw_aug": cfg.jigsaw_aug, "world_size": world_size()}
-    save_checkpoint(out, model=net.state_dict(), arch=cfg.arch, num_classes=net.num_classes,
+              "arch": cfg.arch, "name": cfg.name, "jigsaw_aug": cfg.jigsaw_aug, "world_size": world_size(),
+              "recipe": cfg.recipe}
+    if snapshots:
+        result["snapshots"] = snapshots
+    save_checkpoint(out, model=model.state_dict(), arch=cfg.arch, num_classes=model.num_classes,
                     output_stride=cfg.output_stride, result=result)
     return result
 
