@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from wsss import localize
 from wsss.config import RunConfig, quick_profile
@@ -32,6 +31,7 @@ from wsss.data.transforms import to_tensor
 from wsss.data.voc import open_dataset
 from wsss.errors import ConfigError, DataError, RunDirError
 from wsss.mapsio import load_maps, save_maps
+from wsss.progress import progress_bar
 from wsss.runtime import barrier, init_distributed, is_main, resolve_device, seed_everything, shard
 
 CAM_LIKE = ("cam", "gradcam", "gradcampp", "shufflecam")
@@ -287,7 +287,7 @@ def make_maps(
     loc = build_localizer(run, method, classifier)
     bs = run.cfg.maps.batch_size
     t0, done = time.time(), 0
-    bar = tqdm(total=len(todo), desc=f"maps {key}", disable=not progress or not is_main(), leave=False)
+    bar = progress_bar(total=len(todo), desc=f"maps {key}", disable=not progress or not is_main(), leave=False)
     amp = run.cfg.maps.amp and device.type == "cuda"
     i = 0
     while i < len(todo):
@@ -353,7 +353,7 @@ def fuse_stored_maps(run: Run, method: str, filler: str, splits: tuple[str, ...]
     ids = split_ids(run, splits)
     todo = [i for i in shard(ids) if not (out / f"{i}.npz").exists()]
     t0 = time.time()
-    for image_id in tqdm(todo, desc=f"maps {method} (fused)", disable=not progress or not is_main(), leave=False):
+    for image_id in progress_bar(todo, desc=f"maps {method} (fused)", disable=not progress or not is_main(), leave=False):
         cam, classes = load_maps(run.maps_dir("cam") / f"{image_id}.npz")
         fill, fill_classes = load_maps(run.maps_dir(filler) / f"{image_id}.npz")
         if not np.array_equal(classes, fill_classes):

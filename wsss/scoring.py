@@ -7,11 +7,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from wsss.labelio import save_label_png
 from wsss.mapsio import load_maps
 from wsss.metrics import APAccumulator, ConfusionMatrix, NDRAccumulator, threshold_values
+from wsss.progress import progress_bar
 from wsss.pseudo import make_sweep_matrices, maps_to_mask, normalize_maps, summarize_sweep, sweep_image
 
 HIST_BINS = 20
@@ -36,7 +36,7 @@ def sweep_split(
     """One confusion matrix per threshold over a split."""
     k = ds.num_classes + 1
     cms = make_sweep_matrices(k, thresholds)
-    for image_id in tqdm(ds.ids, desc=desc, disable=not progress, leave=False):
+    for image_id in progress_bar(ds.ids, desc=desc, disable=not progress, leave=False):
         maps, classes = load_maps(maps_dir / f"{image_id}.npz")
         gt = ds.mask(image_id)
         nm = normalize_maps(maps, norm)
@@ -80,7 +80,7 @@ def score_method(
     t_fixed = fixed_t if fixed_t is not None else 0.5
     crf_seconds = 0.0
     masks_dir.mkdir(parents=True, exist_ok=True)
-    for image_id in tqdm(ds.ids, desc="score", disable=not progress, leave=False):
+    for image_id in progress_bar(ds.ids, desc="score", disable=not progress, leave=False):
         maps, classes = load_maps(maps_dir / f"{image_id}.npz")
         gt = ds.mask(image_id)
         nm = normalize_maps(maps, norm)

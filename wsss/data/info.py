@@ -20,14 +20,14 @@ def dataset_info(ds: Any, progress: bool | None = None) -> dict:
         "labels": {image_id: [names]}}``. Every foreground name is a key of both count dicts (0 when
         absent). Labels come from ``ds.labels``; pixels from the masks that exist (0 without masks).
     """
-    from tqdm import tqdm
+    from wsss.progress import progress_bar
 
     names = list(ds.classes[1:])
     k = len(names)
     image_counts = np.zeros(k, np.int64)
     pixel_counts = np.zeros(k + 1, np.int64)  # index 0 = background, dropped below
     labels: dict[str, list[str]] = {}
-    for image_id in tqdm(
+    for image_id in progress_bar(
         ds.ids, desc="images", unit="img", disable=None if progress is None else not progress, leave=False
     ):
         mask = ds.mask(image_id, required=False)

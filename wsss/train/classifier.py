@@ -16,7 +16,7 @@ from wsss.data.transforms import to_tensor
 from wsss.metrics import multilabel_map
 from wsss.runtime import init_distributed, is_main, world_size
 from wsss.shuffle import apply_plan, random_plans
-from wsss.train.common import TrainSet, freeze_batchnorm, run_epochs, save_checkpoint, unwrap
+from wsss.train.common import TrainSet, freeze_batchnorm, load_checkpoint, run_epochs, save_checkpoint, unwrap
 
 
 def build_classifier(cfg: ClassifierConfig, num_classes: int, pretrained=None) -> torch.nn.Module:
@@ -121,12 +121,14 @@ def evaluate_map(model: torch.nn.Module, ds, device: torch.device, batch_size: i
 
 def load_classifier(path: Path, device: torch.device | str = "cpu") -> torch.nn.Module:
     """Rebuild a trained classifier from its checkpoint (``weights_only=True``)."""
-    from wsss.errors import RunDirError
-
-    if not path.exists():
-        raise RunDirError(f"{path}: classifier checkpoint not found (run `wsss train-cls` first)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_checkpoint(path, "classifier", ("arch", "num_classes", "model"), command="wsss train-cls")
     kwargs = {} if ckpt.get("output_stride") is None else {"output_stride": ckpt["output_stride"]}
     model = models.create(ckpt["arch"], ckpt["num_classes"], **kwargs)
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        from wsss.errors import RunDirError
+
+        first = str(exc).strip().splitlines()[0]
+        raise RunDirError(f"{path}: weights do not fit the classifier ({first})") from exc
     return model.to(device).eval()
