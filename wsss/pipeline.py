@@ -642,7 +642,7 @@ def demo(out: str | Path, quick: bool = False, device: str = "cpu", force: bool 
 
 QUICK_IMAGES = 120
 QUICK_METHODS = ["cam", "gradcam", "saliency", "jigsaw", "jigsaw-cam"]
-# the headline methods (DESIGN §7: the study, cropsal and shufflecam included, lives in `wsss ablate`)
+# the headline methods; the study (cropsal and shufflecam included) lives in `wsss ablate`
 DEMO_METHODS = ["cam", "gradcam", "saliency", "jigsaw", "jigsaw-cam", "amn"]
 
 

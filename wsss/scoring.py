@@ -1,5 +1,5 @@
 """Score one method's maps on a run: threshold sweep on tune (the fixed t) and on the score split, masks at
-the fixed t, threshold-free AP, per-image oracle-t bound, NDR recall, activation histograms (DESIGN §3)."""
+the fixed t, threshold-free AP, per-image oracle-t bound, NDR recall, activation histograms (definitions: docs/metrics.md)."""
 
 from __future__ import annotations
 
