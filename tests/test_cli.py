@@ -227,6 +227,9 @@ def test_ctrl_c_exits_130_with_one_line(tiny_data, tmp_path):
         [sys.executable, "-m", "wsss", "run", "--data", str(tiny_data), "--out", str(out), "--methods", "cam",
          "--no-seg", "--device", "cpu", "--set", "classifier.epochs=1000"],
         env=CLI_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # a parent that ignores SIGINT (a background job of a script, some CI runners) passes that on, and
+        # Python then installs no KeyboardInterrupt handler: give the child the default disposition
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.time() + 120
