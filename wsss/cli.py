@@ -352,7 +352,7 @@ def maps(
     split: str = typer.Option(None, "--split", help="Split (default: score + tune splits)."),
     device: str = DeviceOpt,
 ):
-    """Localization maps into RUN/maps/<method>/ (resumable; sharded under torchrun).
+    """Localization maps into RUN/maps/<method>/. Resumable; sharded under torchrun.
 
     Example: `wsss maps --run runs/r1 --method jigsaw`. Several GPUs: `torchrun --nproc-per-node 2 -m wsss maps
     --run-dir runs/r1 --method jigsaw`; under torchrun write --run-dir, not --run (torchrun's own parser takes
@@ -538,7 +538,7 @@ def bench(
     device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
     out: Path = typer.Option(None, "--out", help="Also write the JSON here."),
 ):
-    """Localizer throughput as ratios to one forward + one input-gradient backward. Example: `wsss bench`."""
+    """Localizer throughput. Ratios to one forward + one input-gradient backward. Example: `wsss bench`."""
     from wsss.bench import format_bench, run_bench
 
     print(format_bench(run_bench(arch=arch, size=size, samples=samples, device=device, out=out)))
