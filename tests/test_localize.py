@@ -359,7 +359,8 @@ def test_shufflecam_identity_shuffle_equals_cam(small):
 
 def test_jigsaw_on_a_pointwise_model_is_saliency_where_covered():
     # receptive field 1 x 1 + GAP + linear: a pixel's gradient does not depend on where its patch goes
-    # (DESIGN §2.1), so every view that shows the pixel gives the saliency value
+    # (no feature sees across a patch border and the pooling ignores position), so every view that shows
+    # the pixel gives the saliency value
     feats = nn.Sequential(Normalize(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)), nn.Conv2d(3, 5, 1), nn.Tanh())
     model = CamClassifier(feats, 5, K, stride=1).eval()
     x, labels = images(b=1, size=18, seed=6), torch.ones(1, K)

@@ -1,4 +1,5 @@
-"""The network registry: every entry is a CAM-architecture classifier with the public contract (DESIGN §6)."""
+"""The network registry: every entry is a CAM-architecture classifier with the public contract
+(normalization first, a bias-free 1x1 conv head on the features, ``stride``; see ``CamClassifier``)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,10 @@
 """The ``wsss`` command line: a thin typer shell over :mod:`wsss.run` (pipeline, stages, study), one
 sub-command per stage.
 
-Errors a user can act on (:class:`wsss.WsssError`) print one line and exit 1; ``--debug`` shows the
-traceback.
+How it ends: 0 on success; a usage error (unknown option, missing value, typo in a command) prints the
+usage and one ``Error:`` line, exit 2; an error a user can act on (:class:`wsss.WsssError`) prints
+``error: <one line>``, exit 1; Ctrl-C prints ``interrupted; rerun with --resume to continue``, exit 130.
+``--debug``, accepted anywhere on the line, shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -20,56 +22,95 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: no "<bool>" after flags, and "[crf]" in a help string stays text
     help="Weakly-supervised semantic segmentation: image-level labels -> localization maps -> "
-    "pseudo-masks -> segmenter. Start with `wsss demo --quick`.",
+    "pseudo-masks -> segmenter. Start with `wsss demo --quick`; `wsss COMMAND --help` for each stage. "
+    "Several GPUs: `torchrun --nproc-per-node N -m wsss maps --run-dir RUN --method M` (under torchrun "
+    "write --run-dir, not --run: torchrun's own parser takes --run for its --run-path).",
 )
 data_app = typer.Typer(
-    no_args_is_help=True, help="Datasets: the built-in benchmark and what the loader sees."
+    no_args_is_help=True, rich_markup_mode=None, help="Datasets: the built-in benchmark and what the loader sees."
 )
 app.add_typer(data_app, name="data")
 
 _STATE = {"debug": False}
+INTERRUPTED = "interrupted; rerun with --resume to continue"
 
-RunOpt = typer.Option(..., "--run", "--run-dir",
-                      help="Run directory (created by `wsss run --out`). Under torchrun write --run-dir: torchrun's own "
-                           "parser mistakes --run for its --run-path.")
+# The click typer really uses: typer >= 0.2x vendors its own (typer._click) and the plain `click` package may
+# not even be installed; older typer uses `click`. Found through typer's own BadParameter either way.
+_ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+RunOpt = typer.Option(..., "--run", "--run-dir", help="Run directory (created by `wsss run --out`).")
 DeviceOpt = typer.Option(None, "--device", help="auto | cpu | cuda (default: the run's config, auto).")
 ForceOpt = typer.Option(False, "--force", help="Replace an existing run directory.")
 ResumeOpt = typer.Option(False, "--resume", help="Continue an existing run directory.")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from wsss import __version__
+
+        print(f"wsss {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")):
+def _main(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks (accepted anywhere on the line)."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, expose_value=False,
+                                 help="Print the version and exit."),
+):
+    _STATE["debug"] = _STATE["debug"] or debug
+
+
+def _pop_debug(args: list[str]) -> tuple[list[str], bool]:
+    """Remove every ``--debug`` before a bare ``--`` (so that each sub-command accepts it too)."""
+    end = args.index("--") if "--" in args else len(args)
+    head = [a for a in args[:end] if a != "--debug"]
+    return head + args[end:], len(head) < end
+
+
+def _fail(message: str, code: int):
+    print(message, file=sys.stderr)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point (``argv`` default: ``sys.argv[1:]``)."""
+    args, debug = _pop_debug(list(sys.argv[1:] if argv is None else argv))
     _STATE["debug"] = debug
-
-
-def main() -> None:
-    """Console entry point."""
     try:
-        app(standalone_mode=False)
+        code = app(args=args, standalone_mode=False)  # typer turns Ctrl-C into a return value of 130
+    except KeyboardInterrupt:  # outside typer's own handling
+        if debug:
+            raise
+        code = 130
     except WsssError as exc:
-        if _STATE["debug"]:
+        if debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+        _fail(f"error: {exc}", 1)
+    except _ClickException as exc:  # usage errors: the usage + one line, exit 2
+        if debug:
+            raise
+        exc.show()
+        sys.exit(exc.exit_code)
     except (typer.Exit, SystemExit) as exc:
-        code = getattr(exc, "exit_code", getattr(exc, "code", 0))
-        sys.exit(code)
-    except typer.Abort:
-        print("aborted", file=sys.stderr)
-        sys.exit(130)
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if _STATE["debug"]:
+        sys.exit(getattr(exc, "exit_code", getattr(exc, "code", 0)))
+    except typer.Abort as exc:  # typer turns an EOFError into Abort: a file that ended early
+        if debug:
             raise
-        print(
-            f"error: {exc.__class__.__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr
-        )
-        sys.exit(1)
+        cause = exc.__cause__
+        if cause is not None:
+            _fail(f"error: {cause.__class__.__name__}: {cause or 'unexpected end of file'} (a file ended early; "
+                  "rerun with --debug for the traceback)", 1)
+        _fail("aborted", 1)
+    except Exception as exc:
+        if debug:
+            raise
+        _fail(f"error: {exc.__class__.__name__}: {exc} (rerun with --debug for the traceback)", 1)
+    if code == 130:
+        _fail(INTERRUPTED, 130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def _run(path: Path, device: str | None = None):
@@ -205,10 +246,14 @@ def run(
     quick: bool = typer.Option(False, "--quick", help="Less work everywhere: a first look."),
     seed: int = typer.Option(None, help="Seed (data order, training, sampling)."),
     device: str = typer.Option(None, "--device", help="auto | cpu | cuda"),
-    train_split: str = typer.Option(None, "--train-split"),
-    score_split: str = typer.Option(None, "--score-split"),
-    tune_split: str = typer.Option(None, "--tune-split"),
-    val_split: str = typer.Option(None, "--val-split"),
+    train_split: str = typer.Option(None, "--train-split", help="Split the classifier, AMN and segmenter train on "
+                                    "(default train_aug)."),
+    score_split: str = typer.Option(None, "--score-split", help="Split the pseudo-masks are scored on (default "
+                                    "train)."),
+    tune_split: str = typer.Option(None, "--tune-split", help="Split the fixed threshold t and other choices are "
+                                   "made on (default tune; disjoint from the score split)."),
+    val_split: str = typer.Option(None, "--val-split", help="Split the classifier and the segmenter are evaluated "
+                                  "on (default val)."),
     no_seg: bool = typer.Option(False, "--no-seg", help="Skip the segmentation stage."),
     set_: list[str] = typer.Option(None, "--set", help="Config override KEY=VALUE (dotted key, YAML value), "
                                    "repeatable: --set amn.crf=true --set classifier.epochs=5."),
@@ -259,7 +304,7 @@ def _overrides(items: list[str]) -> dict:
 
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("demo_run"), "--out", help="Run directory (the data goes to OUT/data)."),
+    out: Path = typer.Option(Path("demo_run"), "--out", help="Run directory; the generated data goes next to it, to OUT_data (e.g. demo_run_data)."),
     quick: bool = typer.Option(
         False, "--quick", help="Fewer images and epochs (about two minutes on 2 cores)."
     ),
@@ -285,7 +330,7 @@ def train_cls(
     name: str = typer.Option(
         None, "--name", help="Classifier name (default plain, or jigsaw-aug with --jigsaw-aug)."
     ),
-    epochs: int = typer.Option(None, "--epochs"),
+    epochs: int = typer.Option(None, "--epochs", help="Training epochs (default: the run's classifier.epochs)."),
     device: str = DeviceOpt,
 ):
     """Train the multi-label classifier. Example: `wsss train-cls --run runs/r1 --jigsaw-aug 0.5`."""
@@ -310,8 +355,11 @@ def maps(
     split: str = typer.Option(None, "--split", help="Split (default: score + tune splits)."),
     device: str = DeviceOpt,
 ):
-    """Maps, streamed to RUN/maps/<method>/, resumable, sharded under torchrun.
-    Example: `torchrun --nproc-per-node 2 -m wsss maps --run-dir runs/r1 --method jigsaw`."""
+    """Localization maps into RUN/maps/<method>/. Resumable; sharded under torchrun.
+
+    Example: `wsss maps --run runs/r1 --method jigsaw`. Several GPUs: `torchrun --nproc-per-node 2 -m wsss maps
+    --run-dir runs/r1 --method jigsaw`; under torchrun write --run-dir, not --run (torchrun's own parser takes
+    --run for its --run-path)."""
     from wsss.results import ResultKey
     from wsss.run.stages import maps
 
@@ -480,7 +528,7 @@ def bench(
     device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
     out: Path = typer.Option(None, "--out", help="Also write the JSON here."),
 ):
-    """Localizer throughput as ratios to one forward + one input-gradient backward. Example: `wsss bench`."""
+    """Localizer throughput. Ratios to one forward + one input-gradient backward. Example: `wsss bench`."""
     from wsss.bench import format_bench, run_bench
 
     print(format_bench(run_bench(arch=arch, size=size, samples=samples, device=device, out=out)))

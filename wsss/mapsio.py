@@ -7,6 +7,7 @@ image's original size. Written atomically.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -24,18 +25,29 @@ def save_maps(path: str | Path, maps: np.ndarray, classes: np.ndarray) -> None:
     stored = (maps / scale[:, None, None]).astype(np.float16)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez_compressed(tmp, maps=stored, scale=scale, classes=np.asarray(classes, dtype=np.int16))
-    os.replace(tmp, path)
+    try:
+        np.savez_compressed(tmp, maps=stored, scale=scale, classes=np.asarray(classes, dtype=np.int16))
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DataError(f"{path}: no space left on device while saving the maps (free some space and rerun; "
+                            "the maps already written are kept)") from exc
+        raise
 
 
 def load_maps(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(maps float32 (K', H, W), classes int (K',))``; DataError naming the file if unreadable."""
+    """Return ``(maps float32 (K', H, W), classes int (K',))``; DataError naming the file if it is missing,
+    empty, truncated or without the keys above."""
     path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: map file not found")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty or corrupt (0 bytes; delete it and rerun `wsss maps`)")
     try:
         with np.load(path) as f:
             maps = f["maps"].astype(np.float32) * f["scale"].astype(np.float32)[:, None, None]
             return maps, f["classes"].astype(np.int64)
-    except FileNotFoundError:
-        raise DataError(f"{path}: map file not found") from None
-    except (OSError, KeyError, ValueError) as exc:
-        raise DataError(f"{path}: unreadable map file ({exc.__class__.__name__})") from None
+    except Exception as exc:  # noqa: BLE001 - EOFError, BadZipFile, zlib.error, KeyError, ValueError...: a bad file
+        raise DataError(f"{path}: file is empty or corrupt ({exc.__class__.__name__}; delete it and rerun "
+                        "`wsss maps`)") from None

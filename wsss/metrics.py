@@ -1,7 +1,7 @@
 """Scores: confusion-matrix mIoU, foreground precision/recall, AP, NDR recall, folder evaluation.
 
 Everything here is pure torch/numpy except :func:`evaluate_folders` (which reads PNGs for
-``wsss eval``). All scores are fractions in [0, 1]. Conventions (DESIGN.md §3):
+``wsss eval``). All scores are fractions in [0, 1]. Conventions (every score: docs/metrics.md):
 
 - one confusion matrix over the whole split, ``bincount(K * gt + pred)``; rows = gt, cols = pred;
 - void (gt == 255) is ignored; a prediction outside ``0..K-1`` on a labelled pixel is an error;

@@ -1,21 +1,23 @@
-"""Progress bars that stay quiet when nobody watches: tqdm on a terminal, nothing when stderr is a file or
-a pipe (CI logs, ``> log``). ``WSSS_PROGRESS=1`` forces bars on, ``0`` off."""
+"""Progress bars: a tqdm bar on a terminal only, so that logs, pipes and CI output get none."""
 
 from __future__ import annotations
 
-import os
 import sys
 
 from tqdm import tqdm
 
 
-def enabled() -> bool:
-    forced = os.environ.get("WSSS_PROGRESS")
-    if forced is not None:
-        return forced not in ("0", "", "false")
-    return sys.stderr.isatty()
+def stderr_is_terminal() -> bool:
+    try:
+        return bool(sys.stderr.isatty())
+    except (AttributeError, ValueError):  # replaced or closed stream
+        return False
 
 
-def bar(iterable=None, disable: bool = False, leave: bool = False, **kw) -> tqdm:
-    """``tqdm(iterable, ...)``, disabled when ``disable`` or when stderr is not a terminal."""
-    return tqdm(iterable, disable=disable or not enabled(), leave=leave, **kw)
+def progress_bar(iterable=None, *, disable: bool = False, force: bool | None = None, **kwargs) -> tqdm:
+    """``tqdm(iterable, **kwargs)``, shown only when stderr is a terminal and ``disable`` is false.
+
+    ``force=True`` shows it even when stderr is not a terminal, ``force=False`` never shows it.
+    """
+    show = stderr_is_terminal() if force is None else force
+    return tqdm(iterable, disable=disable or not show, **kwargs)

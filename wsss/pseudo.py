@@ -1,4 +1,4 @@
-"""From raw class maps to pseudo-masks, and the threshold sweep that scores them (DESIGN.md §3).
+"""From raw class maps to pseudo-masks, and the threshold sweep that scores them (docs/metrics.md).
 
 Localization methods return raw maps; normalization, thresholds and masks live here.
 Label PNG helpers are re-exported from :mod:`wsss.labelio`.

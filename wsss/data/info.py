@@ -29,10 +29,10 @@ def check_split(ds: Any, progress: bool | None = False) -> list[str]:
     """Every problem found in the file headers of a split, one line each naming the file (empty when
     all is well): images missing, ambiguous (``a.jpg`` and ``a.png``) or unreadable, masks unreadable or
     of another size than their image. Cheap: headers only, one pass over ``ds.ids``."""
-    from tqdm import tqdm
+    from wsss.progress import progress_bar
 
     problems = []
-    for image_id in tqdm(ds.ids, desc="headers", unit="img", disable=None if progress is None else not progress,
+    for image_id in progress_bar(ds.ids, desc="headers", unit="img", disable=None if progress is None else not progress,
                          leave=False):  # fmt: skip
         problem = check_image(ds, image_id)
         if problem:
@@ -58,7 +58,7 @@ def dataset_info(ds: Any, progress: bool | None = None) -> dict:
         "labels": {image_id: [names]}}``. Every foreground name is a key of both count dicts (0 when
         absent). Labels come from ``ds.labels``; pixels from the masks that exist (0 without masks).
     """
-    from tqdm import tqdm
+    from wsss.progress import progress_bar
 
     names = list(ds.classes[1:])
     k = len(names)
@@ -66,7 +66,7 @@ def dataset_info(ds: Any, progress: bool | None = None) -> dict:
     pixel_counts = np.zeros(k + 1, np.int64)  # index 0 = background, dropped below
     labels: dict[str, list[str]] = {}
     with_masks = 0
-    for image_id in tqdm(
+    for image_id in progress_bar(
         ds.ids, desc="images", unit="img", disable=None if progress is None else not progress, leave=False
     ):
         problem = check_image(ds, image_id)

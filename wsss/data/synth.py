@@ -291,9 +291,8 @@ def split_ids(cfg: SynthConfig) -> dict[str, list[str]]:
 
 def write_benchmark(out: str | Path, cfg: SynthConfig | None = None, progress: bool = True) -> Path:
     """Write the benchmark to ``out`` (VOC layout). Existing identical files are kept (resumable)."""
-    from tqdm import tqdm
-
     from wsss.labelio import save_label_png
+    from wsss.progress import progress_bar
 
     cfg = cfg or SynthConfig()
     if cfg.num_classes > len(CLASS_NAMES):
@@ -305,7 +304,7 @@ def write_benchmark(out: str | Path, cfg: SynthConfig | None = None, progress: b
     ids = split_ids(cfg)
     todo = [("train_aug", i, name) for i, name in enumerate(ids["train_aug"])]
     todo += [("val", i, name) for i, name in enumerate(ids["val"])]
-    for split, i, name in tqdm(todo, desc="synth", disable=not progress, leave=False):
+    for split, i, name in progress_bar(todo, desc="synth", disable=not progress, leave=False):
         jpg, png = out / "JPEGImages" / f"{name}.jpg", out / "SegmentationClass" / f"{name}.png"
         if jpg.exists() and png.exists():
             continue

@@ -29,16 +29,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
-from tqdm import tqdm
 
 from wsss import models
 from wsss.config import AMNConfig
 from wsss.errors import ConfigError, DataError, RunDirError, WsssError
 from wsss.mapsio import load_maps
 from wsss.models.amn import AMN, aspp_rates_for, build_amn
+from wsss.progress import progress_bar
 from wsss.pseudo import normalize_maps
 from wsss.runtime import init_distributed, is_main, world_size
-from wsss.train.common import TrainSet, freeze_batchnorm, run_epochs, save_checkpoint
+from wsss.train.common import TrainSet, freeze_batchnorm, load_checkpoint, run_epochs, save_checkpoint
 
 IGNORE = 255
 
@@ -196,7 +196,7 @@ def fit_amn(train_ds, maps_dir: Path, classifier: nn.Module, cfg: AMNConfig, dev
     t0 = time.time()
     labels = IRLabels.from_config(maps_dir, cfg, dataset=train_ds)
     counts = np.zeros(3, np.int64)  # background, foreground, ignored
-    for image_id in tqdm(train_ds.ids, desc="amn labels", disable=not (progress and is_main()), leave=False):
+    for image_id in progress_bar(train_ds.ids, desc="amn labels", disable=not (progress and is_main()), leave=False):
         lab = labels(image_id)
         counts += [(lab == 0).sum(), ((lab != 0) & (lab != IGNORE)).sum(), (lab == IGNORE).sum()]
     t_labels = time.time() - t0
@@ -302,13 +302,11 @@ def _signature(net: nn.Module) -> dict[str, tuple[int, ...]]:
 def load_amn(path: str | Path, device: torch.device | str = "cpu") -> AMN:
     """Rebuild a trained AMN from its checkpoint (``weights_only=True``), in eval mode on ``device``."""
     path = Path(path)
-    if not path.is_file():
-        raise RunDirError(f"{path}: AMN checkpoint not found (run `wsss train-amn` first)")
+    ckpt = load_checkpoint(path, "AMN", ("arch", "num_classes", "rates", "model"), command="wsss train-amn")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
         arch, num_classes, rates = ckpt["arch"], int(ckpt["num_classes"]), tuple(ckpt["rates"])
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure or missing key is a bad file
-        raise RunDirError(f"{path}: not an AMN checkpoint ({exc.__class__.__name__}: {exc})") from exc
+    except (TypeError, ValueError) as exc:
+        raise RunDirError(f"{path}: file is empty or corrupt (not an AMN checkpoint: {exc})") from exc
     classifier = models.create(arch, num_classes, **(ckpt.get("arch_kwargs") or {}))
     model = build_amn(classifier, rates=rates)
     try:

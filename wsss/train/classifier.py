@@ -15,7 +15,7 @@ from wsss.config import ClassifierConfig
 from wsss.data.transforms import to_tensor
 from wsss.metrics import multilabel_map
 from wsss.runtime import init_distributed, is_main, world_size
-from wsss.train.common import TrainSet, freeze_batchnorm, run_epochs, save_checkpoint, unwrap
+from wsss.train.common import TrainSet, freeze_batchnorm, load_checkpoint, run_epochs, save_checkpoint, unwrap
 from wsss.train.recipes import create_recipe, jigsaw_batch, snapshot_path  # noqa: F401 (jigsaw_batch: re-export)
 
 
@@ -138,12 +138,14 @@ def evaluate_map(model: torch.nn.Module, ds, device: torch.device, batch_size: i
 
 def load_classifier(path: Path, device: torch.device | str = "cpu") -> torch.nn.Module:
     """Rebuild a trained classifier from its checkpoint (``weights_only=True``)."""
-    from wsss.errors import RunDirError
-
-    if not path.exists():
-        raise RunDirError(f"{path}: classifier checkpoint not found (run `wsss train-cls` first)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_checkpoint(path, "classifier", ("arch", "num_classes", "model"), command="wsss train-cls")
     kwargs = {} if ckpt.get("output_stride") is None else {"output_stride": ckpt["output_stride"]}
     model = models.create(ckpt["arch"], ckpt["num_classes"], **kwargs)
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        from wsss.errors import RunDirError
+
+        first = str(exc).strip().splitlines()[0]
+        raise RunDirError(f"{path}: weights do not fit the classifier ({first})") from exc
     return model.to(device).eval()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 from collections.abc import Callable
@@ -10,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from wsss.data.transforms import random_scale_crop, to_tensor
-from wsss.errors import DataError
+from wsss.errors import DataError, RunDirError
+from wsss.progress import progress_bar
 from wsss.runtime import is_main
 
 
@@ -80,13 +81,56 @@ def lr_factor(schedule: str, step: int, total: int) -> float:
 
 
 def save_checkpoint(path: Path, **payload) -> None:
-    """Atomic ``torch.save`` (temp file + rename), rank 0 only."""
+    """Atomic ``torch.save`` (temp file + rename), rank 0 only. On failure the temp file is removed and the
+    previous checkpoint, if any, is left as it was; a full disk is a :class:`RunDirError` naming the file."""
     if not is_main():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:  # a Python file: a full disk raises OSError(ENOSPC), not torch's RuntimeError
+            torch.save(payload, f)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if _disk_full(exc):
+            raise RunDirError(f"{path}: no space left on device while saving the checkpoint (nothing written; "
+                              "free some space and rerun)") from exc
+        raise
+
+
+def _disk_full(exc: BaseException) -> bool:
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def load_checkpoint(path: str | Path, what: str, keys: tuple[str, ...] = (), command: str = "") -> dict:
+    """``torch.load(path, weights_only=True)`` of a checkpoint dict that must hold ``keys``.
+
+    :class:`RunDirError` naming the file when it is missing, or ``file is empty or corrupt`` when it is
+    empty, truncated, not a checkpoint, or lacks one of ``keys``; ``command`` (e.g. ``wsss train-cls``) is
+    the one that writes it, named in the message.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RunDirError(f"{path}: {what} checkpoint not found" + (f" (run `{command}` first)" if command else ""))
+    redo = f"; rerun `{command}` to write it again" if command else ""
+    if path.stat().st_size == 0:
+        raise RunDirError(f"{path}: file is empty or corrupt (0 bytes){redo}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling / unzipping failure is a bad file
+        first = (str(exc).strip().splitlines() or [""])[0][:120]
+        raise RunDirError(f"{path}: file is empty or corrupt (not a readable {what} checkpoint: "
+                          f"{exc.__class__.__name__}{': ' + first if first else ''}){redo}") from exc
+    missing = [k for k in keys if k not in ckpt] if isinstance(ckpt, dict) else list(keys)
+    if not isinstance(ckpt, dict) or missing:
+        raise RunDirError(f"{path}: file is empty or corrupt (not a {what} checkpoint: no "
+                          f"{', '.join(repr(k) for k in missing) or 'dict'}){redo}")
+    return ckpt
 
 
 def freeze_batchnorm(module: torch.nn.Module) -> None:
@@ -122,7 +166,7 @@ def run_epochs(
     base_lrs = [grp["lr"] for grp in opt.param_groups]
     total, step = epochs * len(loader), 0
     history: list[float] = []
-    bar = tqdm(total=total, desc=desc, disable=not (progress and is_main()), leave=False)
+    bar = progress_bar(total=total, desc=desc, disable=not (progress and is_main()), leave=False)
     for epoch in range(epochs):
         data.epoch = epoch
         if sampler is not None:

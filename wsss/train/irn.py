@@ -36,12 +36,12 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
-from tqdm import tqdm
 
 from wsss import models
 from wsss.errors import RunDirError
 from wsss.irn import boundary_to_affinity, half_disk
 from wsss.models.irn import BoundaryBranch, build_irn
+from wsss.progress import progress_bar
 from wsss.runtime import init_distributed, is_main, world_size
 from wsss.train.amn import IGNORE, IRLabels, classifier_spec, ir_labels, use_crf
 from wsss.train.common import TrainSet, run_epochs, save_checkpoint
@@ -180,7 +180,7 @@ def fit_irn(train_ds, maps_dir: Path, classifier: nn.Module, cfg: IRNConfig, dev
     crf = use_crf(cfg)
     labels = IRLabels(maps_dir, cfg.fg_threshold, cfg.bg_threshold, cfg.normalization, crf=crf, dataset=train_ds)
     counts = np.zeros(3, np.int64)  # background, foreground, ignored
-    for image_id in tqdm(train_ds.ids, desc="irn labels", disable=not (progress and is_main()), leave=False):
+    for image_id in progress_bar(train_ds.ids, desc="irn labels", disable=not (progress and is_main()), leave=False):
         lab = labels(image_id)
         counts += [(lab == 0).sum(), ((lab != 0) & (lab != IGNORE)).sum(), (lab == IGNORE).sum()]
     t_labels = time.time() - t0

@@ -15,15 +15,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler
-from tqdm import tqdm
 
 from wsss.config import SegConfig
 from wsss.data.transforms import to_tensor
-from wsss.errors import ConfigError, DataError, RunDirError
+from wsss.errors import ConfigError, DataError
 from wsss.metrics import VOID, ConfusionMatrix
 from wsss.models.segmenter import Segmenter, create_segmenter
+from wsss.progress import progress_bar
 from wsss.runtime import init_distributed, is_main, resolve_device, world_size
-from wsss.train.common import TrainSet, run_epochs, save_checkpoint, unwrap
+from wsss.train.common import TrainSet, load_checkpoint, run_epochs, save_checkpoint, unwrap
 
 __all__ = ["evaluate_segmenter", "load_segmenter", "predict", "predict_paths", "predict_probs",
            "train_segmenter"]
@@ -149,7 +149,7 @@ def evaluate_segmenter(model: torch.nn.Module, ds, scales: Sequence[float] = (1.
     Returns ``{"val_miou": float, "per_class_iou": {"0": iou or None, ...}}``.
     """
     cm = ConfusionMatrix(ds.num_classes + 1)
-    for image_id in tqdm(ds.ids, desc="eval-seg", disable=not progress, leave=False):
+    for image_id in progress_bar(ds.ids, desc="eval-seg", disable=not progress, leave=False):
         image, gt = ds.image(image_id), ds.mask(image_id)
         if gt.shape != image.shape[:2]:
             raise DataError(f"mask of {image_id} is {gt.shape[1]}x{gt.shape[0]}, "
@@ -163,15 +163,7 @@ def load_segmenter(path: Path, device: torch.device | str = "cpu") -> Segmenter:
 
     The model carries ``classes`` (names, background first) when the checkpoint has them.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise RunDirError(f"{path}: segmenter checkpoint not found (run `wsss train-seg` first)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise RunDirError(f"{path}: cannot read segmenter checkpoint ({exc.__class__.__name__})") from None
-    if not isinstance(ckpt, dict) or not {"model", "arch", "num_classes"} <= set(ckpt):
-        raise RunDirError(f"{path}: not a segmenter checkpoint (needs model, arch, num_classes)")
+    ckpt = load_checkpoint(path, "segmenter", ("model", "arch", "num_classes"), command="wsss train-seg")
     model = create_segmenter(ckpt["arch"], ckpt["num_classes"], output_stride=ckpt.get("output_stride"))
     model.load_state_dict(ckpt["model"])
     model.classes = tuple(ckpt["classes"]) if ckpt.get("classes") else None
@@ -276,7 +268,7 @@ def predict_paths(ckpt_path: Path, inputs: Sequence[str | Path], out_dir: Path,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    for f in tqdm(files, desc="predict", disable=not progress, leave=False):
+    for f in progress_bar(files, desc="predict", disable=not progress, leave=False):
         image = read_image(f)
         mask = predict(model, image, scales, flip)
         dest = out_dir / f"{f.stem}.png"

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from wsss import localize
 from wsss.errors import ConfigError, RunDirError
 from wsss.run.rundir import Run, timed
+from wsss.train.common import load_checkpoint
 
 
 def source(run: Run, method: str) -> str:
@@ -42,7 +41,7 @@ def train(run: Run, from_maps: str | None = None, progress: bool = True, amn_cfg
     ids = run.dataset(run.cfg.train_split).ids
     if maps.missing(run, from_maps, ids):
         maps.compute(run, from_maps, splits=(run.cfg.train_split,), progress=progress)
-    ckpt = torch.load(run.classifier_path(), map_location="cpu", weights_only=True)
+    ckpt = load_checkpoint(run.classifier_path(), "classifier", ("arch",), command="wsss train-cls")
     arch_kwargs = {} if ckpt.get("output_stride") is None else {"output_stride": ckpt["output_stride"]}
     with timed(run, f"train-{name}" if out is None else f"train-amn-study/{out.stem}"):
         res = train_amn(run.dataset(run.cfg.train_split), run.maps_dir(from_maps), classifier.load(run), cfg,

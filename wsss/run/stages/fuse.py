@@ -16,7 +16,7 @@ from wsss import localize
 from wsss.errors import DataError
 from wsss.localize.fusion import REGION_PARAMS, fuse
 from wsss.mapsio import load_maps, save_maps
-from wsss.progress import bar
+from wsss.progress import progress_bar
 from wsss.run.rundir import Run
 from wsss.runtime import barrier, is_main, shard
 
@@ -36,7 +36,7 @@ def fuse_dirs(mode: str, base_dir: Path, fill_dir: Path, out_dir: Path, ids: lis
     already there; returns how many were written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     todo = [i for i in ids if not (out_dir / f"{i}.npz").exists()]
-    for image_id in bar(todo, desc=desc, disable=not progress or not is_main()):
+    for image_id in progress_bar(todo, desc=desc, disable=not progress or not is_main(), leave=False):
         cam, classes = load_maps(base_dir / f"{image_id}.npz")
         fill, fill_classes = load_maps(fill_dir / f"{image_id}.npz")
         if not np.array_equal(classes, fill_classes):

@@ -15,7 +15,7 @@ import torch
 from wsss import localize
 from wsss.data.transforms import to_tensor
 from wsss.mapsio import save_maps
-from wsss.progress import bar
+from wsss.progress import progress_bar
 from wsss.results import ResultKey
 from wsss.run.rundir import Run
 from wsss.runtime import barrier, init_distributed, is_main, rank, shard
@@ -51,7 +51,7 @@ def write_maps(loc: localize.Localizer, ids: list[str], lookup: dict, out: Path,
     todo = [i for i in ids if not (out / f"{i}.npz").exists()]
     t0, done, i = time.time(), 0, 0
     amp = amp and device.type == "cuda"
-    with bar(total=len(todo), desc=desc, disable=not progress or not is_main()) as pbar:
+    with progress_bar(total=len(todo), desc=desc, disable=not progress or not is_main(), leave=False) as pbar:
         while i < len(todo):
             batch_ids, images, labels = [], [], []
             while i < len(todo) and len(batch_ids) < batch_size:

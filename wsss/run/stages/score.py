@@ -17,7 +17,7 @@ from wsss.errors import RunDirError
 from wsss.labelio import save_label_png
 from wsss.mapsio import load_maps
 from wsss.metrics import APAccumulator, ConfusionMatrix, NDRAccumulator, threshold_values
-from wsss.progress import bar
+from wsss.progress import progress_bar
 from wsss.pseudo import make_sweep_matrices, maps_to_mask, normalize_maps, summarize_sweep, sweep_image
 from wsss.results import MethodResult, ResultKey
 from wsss.run.rundir import Run, log, timed
@@ -37,7 +37,7 @@ def sweep_split(ds, maps_dir: Path, norm: str, thresholds: list[float], crf: boo
                 desc: str = "sweep") -> dict[float, ConfusionMatrix]:
     """One confusion matrix per threshold over a split."""
     cms = make_sweep_matrices(ds.num_classes + 1, thresholds)
-    for image_id in bar(ds.ids, desc=desc, disable=not progress):
+    for image_id in progress_bar(ds.ids, desc=desc, disable=not progress, leave=False):
         maps, classes = load_maps(maps_dir / f"{image_id}.npz")
         gt = ds.mask(image_id)
         nm = normalize_maps(maps, norm)
@@ -117,7 +117,7 @@ def score_maps(run: Run, maps_dir: Path, norm: str, masks_dir: Path, reference_d
     t_fixed = round(fixed_t if fixed_t is not None else 0.5, 2)
     crf_seconds = 0.0
     masks_dir.mkdir(parents=True, exist_ok=True)
-    for image_id in bar(ds.ids, desc="score", disable=not progress):
+    for image_id in progress_bar(ds.ids, desc="score", disable=not progress, leave=False):
         maps, classes = load_maps(maps_dir / f"{image_id}.npz")
         gt = ds.mask(image_id)
         nm = normalize_maps(maps, norm)
