@@ -377,7 +377,7 @@ def help_of(monkeypatch, capsys, *cmd) -> str:
 
 @pytest.mark.cli
 def test_help_texts(monkeypatch, capsys):
-    from wsss.ablate import study_variants
+    from wsss.run.study import study_groups
 
     helps = {" ".join(c): help_of(monkeypatch, capsys, *c) for c in COMMANDS}
     for name, text in helps.items():
@@ -390,7 +390,7 @@ def test_help_texts(monkeypatch, capsys):
         assert re.search(re.escape(flag) + r" <str> \w", run_help), flag  # has a help text
     assert re.search(r"--epochs <int> \w", " ".join(helps["train-cls"].split()))
     ablate_help = " ".join(helps["ablate"].split())
-    for group in study_variants():
+    for group in study_groups():
         assert f"'{group}'" in ablate_help, group
     assert "OUT_data" in helps["demo"] and "--version" in helps[""] and "--debug" in helps[""]
 
