@@ -361,10 +361,10 @@ def maps(
     --run-dir runs/r1 --method jigsaw`; under torchrun write --run-dir, not --run (torchrun's own parser takes
     --run for its --run-path)."""
     from wsss.results import ResultKey
-    from wsss.run.stages import maps
+    from wsss.run.stages import produce
 
     r = _run(run_dir, device)
-    res = maps.compute(r, method, classifier, splits=(split,) if split else None)
+    res = produce.maps_of(r, ResultKey(method, classifier).maps, splits=(split,) if split else None)
     spi = res["seconds_per_image"]
     print(f"maps {ResultKey(method, classifier).maps}: {res['images']} images" + (f", {spi:.4f} s/image" if spi else ""))
 
@@ -389,9 +389,12 @@ def train_amn(
     device: str = DeviceOpt,
 ):
     """Train AMN on labels from a method's maps. Example: `wsss train-amn --run runs/r1 --from-maps cam`."""
-    from wsss.run.stages import amn
+    from wsss.run.stages import amn, produce
 
-    amn.train(_run(run_dir, device), from_maps)
+    r = _run(run_dir, device)
+    from_maps = from_maps or r.cfg.amn.from_maps
+    produce.ensure(r, from_maps, (r.cfg.train_split,))
+    amn.train(r, from_maps)
 
 
 @app.command("train-seg")
@@ -401,9 +404,12 @@ def train_seg(
     device: str = DeviceOpt,
 ):
     """Train the segmenter on pseudo-masks, score on val. Example: `wsss train-seg --run runs/r1 --masks cam`."""
-    from wsss.run.stages import seg
+    from wsss.run.stages import produce, seg
 
-    seg.train(_run(run_dir, device), masks)
+    r = _run(run_dir, device)
+    if masks != "gt":
+        produce.ensure(r, masks, (r.cfg.train_split,))
+    seg.train(r, masks)
 
 
 @app.command()

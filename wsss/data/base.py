@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from wsss.data.common import MAX_TEXT_BYTES, read_text, read_text_lines  # noqa: F401 (re-exported)
 from wsss.errors import DataError
 from wsss.labelio import load_label_png
 
@@ -38,7 +39,6 @@ __all__ = [
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 """Image file extensions looked for (case-insensitive)."""
-MAX_TEXT_BYTES = 64 << 20  # a split list or classes.txt larger than this is not one
 MAX_CLASSES = 255  # background + 254 foreground: ids 0..254 fit uint8 with 255 = void
 
 
@@ -214,38 +214,6 @@ def inside(folder: str | os.PathLike[str], name: str) -> Path:
 
 
 # --- text files ----------------------------------------------------------------------------------------
-
-
-def read_text(path: str | os.PathLike[str], what: str) -> str:
-    """The text of a UTF-8 file (a byte-order mark is accepted and dropped).
-
-    A missing file, a directory, a non-UTF-8 (binary) file or one over 64 MiB is a DataError naming
-    the file; ``what`` says what it should be (e.g. "split file").
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, expected a {what}")
-    try:
-        if path.stat().st_size > MAX_TEXT_BYTES:
-            raise DataError(f"{path}: larger than {MAX_TEXT_BYTES >> 20} MiB, not a {what}")
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: {what} not found") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{path}: not a UTF-8 text file (binary data at byte {exc.start}); expected a {what}"
-        ) from None
-
-
-def read_text_lines(path: str | os.PathLike[str], what: str) -> list[tuple[int, str]]:
-    """Non-blank lines of a UTF-8 text file as ``(line number from 1, stripped line)`` (see
-    :func:`read_text` for the checks)."""
-    text = read_text(path, what)
-    return [(n, line.strip()) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
 
 
 def read_split_file(path: str | os.PathLike[str]) -> list[str]:

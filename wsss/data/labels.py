@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wsss.data.base import read_text
+from wsss.data.common import VOC_CLASSES, read_text
 from wsss.errors import DataError
 
 __all__ = ["LABEL_SUFFIXES", "convert_irn_labels", "read_labels_file", "write_labels_json"]
@@ -205,7 +205,6 @@ def convert_irn_labels(npy: str | os.PathLike[str], out_json: str | os.PathLike[
     Returns:
         ``out_json`` as a Path.
     """
-    from wsss.data.voc import VOC_CLASSES
 
     npy = Path(npy)
     if not trust:

@@ -22,15 +22,12 @@ from wsss.data.base import (
     read_split_file,
     split_not_found,
 )
+from wsss.data.common import VOC_CLASSES
 from wsss.errors import DataError
 
 __all__ = ["AUG_MASK_DIR", "VOC_CLASSES", "Sample", "VOCDataset", "open_dataset", "read_classes", "read_image",
            "read_split", "split_path"]  # fmt: skip
 
-VOC_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)  # fmt: skip
 AUG_MASK_DIR = "SegmentationClassAug"
 SPLIT_DIR = ("ImageSets", "Segmentation")
 

@@ -46,8 +46,9 @@ def _execute(run: Run, job: plan.Job, progress: bool) -> None:
         if not run.classifier_path().exists():
             classifier.train(run, progress=progress)
     elif job.kind in ("maps", "fuse"):
+        compute = fuse.compute if job.kind == "fuse" else amn.compute_maps if amn.is_amn(m) else maps.compute
         with timed(run, f"maps/{m}"):
-            (fuse if job.kind == "fuse" else maps).compute(run, m, splits=job.splits, progress=progress)
+            compute(run, m, splits=job.splits, progress=progress)
     elif job.kind == "amn":
         src = amn.source(run, m)
         if run.amn_path(m).exists():

@@ -20,7 +20,7 @@ from wsss.errors import ConfigError
 from wsss.localize.fusion import FUSIONS
 from wsss.results import MethodResult, StudyEntry
 from wsss.run.rundir import Run, log
-from wsss.run.stages import amn, classifier, fuse, maps, score
+from wsss.run.stages import amn, classifier, fuse, maps, produce, score
 
 FILLERS = ("jigsaw", "saliency", "smoothgrad", "cropsal")
 GRID_FUSIONS = ("max", "mean", "geo", "cam-weighted")
@@ -300,6 +300,7 @@ def amn_grid(run: Run, crf: tuple = (False, True), lr_mults: tuple[float, ...] =
                                                  "lr_head": AMN_OFFICIAL_LR[1] * mult, "from_maps": from_maps})
             ckpt = run.path / "ablate" / f"amn_{from_maps}_crf{int(use_crf)}_lr{mult:g}.pt"
             if not ckpt.exists():
+                produce.ensure(run, from_maps, (run.cfg.train_split,), progress)
                 amn.train(run, from_maps, progress=progress, amn_cfg=cfg, out=ckpt)
             loc = amn.localizer(run, checkpoint=ckpt, from_maps=from_maps, amn_cfg=cfg)
             v = Variant(name, "amn", {"crf": use_crf, "lr_mult": mult, "from_maps": from_maps})

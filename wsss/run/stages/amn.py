@@ -11,7 +11,12 @@ from pathlib import Path
 from wsss import localize
 from wsss.errors import ConfigError, RunDirError
 from wsss.run.rundir import Run, timed
+from wsss.run.stages import maps
 from wsss.train.common import load_checkpoint
+
+
+def is_amn(method: str) -> bool:
+    return localize.spec(method).requires == "amn"
 
 
 def source(run: Run, method: str) -> str:
@@ -26,11 +31,11 @@ def name_for(run: Run, from_maps: str) -> str:
 
 def train(run: Run, from_maps: str | None = None, progress: bool = True, amn_cfg=None, out: Path | None = None,
           name: str | None = None) -> dict:
-    """Train AMN on labels from ``from_maps`` (default: the config's; its maps on the train split are computed
-    where missing). The checkpoint is ``RUN/<name>.pt`` and the summary goes to ``results["amn"]`` /
+    """Train AMN on labels from ``from_maps`` (default: the config's), whose maps on the train split must be
+    stored (:func:`wsss.run.stages.produce.maps_of` makes them). The checkpoint is ``RUN/<name>.pt`` and the summary goes to ``results["amn"]`` /
     ``results["amn_variants"][name]``; ``amn_cfg`` / ``out`` (the study) override the config and the checkpoint
     and record nothing."""
-    from wsss.run.stages import classifier, maps
+    from wsss.run.stages import classifier
     from wsss.train.amn import train_amn
 
     from_maps = from_maps or run.cfg.amn.from_maps
@@ -38,9 +43,10 @@ def train(run: Run, from_maps: str | None = None, progress: bool = True, amn_cfg
         raise ConfigError(f"--from-maps {from_maps}: not a localization method ({', '.join(localize.available())})")
     cfg = (amn_cfg or run.cfg.amn).model_copy(update={"from_maps": from_maps})
     name = name or name_for(run, from_maps)
-    ids = run.dataset(run.cfg.train_split).ids
-    if maps.missing(run, from_maps, ids):
-        maps.compute(run, from_maps, splits=(run.cfg.train_split,), progress=progress)
+    gone = maps.missing(run, from_maps, run.dataset(run.cfg.train_split).ids)
+    if gone:
+        raise RunDirError(f"{run.maps_dir(from_maps) / (gone[0] + '.npz')}: AMN trains on {from_maps}'s maps of the "
+                          f"train split, which are missing (`wsss train-amn` computes them)")
     ckpt = load_checkpoint(run.classifier_path(), "classifier", ("arch",), command="wsss train-cls")
     arch_kwargs = {} if ckpt.get("output_stride") is None else {"output_stride": ckpt["output_stride"]}
     with timed(run, f"train-{name}" if out is None else f"train-amn-study/{out.stem}"):
@@ -59,7 +65,6 @@ def localizer(run: Run, method: str = "amn", checkpoint: Path | None = None, fro
               amn_cfg=None) -> localize.Localizer:
     """AMN's official inference from a checkpoint (default ``RUN/<method>.pt``): its own flip/scales over
     logits, the raw probabilities kept on the confident background of the labels it was trained on."""
-    from wsss.run.stages.maps import method_options
     from wsss.train.amn import IRLabels, load_amn
 
     from_maps = from_maps or source(run, method)
@@ -70,5 +75,10 @@ def localizer(run: Run, method: str = "amn", checkpoint: Path | None = None, fro
         )
     labels = IRLabels.from_config(run.maps_dir(from_maps), amn_cfg or run.cfg.amn,
                                   dataset=run.dataset(run.cfg.train_split), missing_ok=True)
-    opts = {"scales": tuple(run.cfg.maps.multiscale), "ir_labels": labels, **method_options(run, method)}
+    opts = {"scales": tuple(run.cfg.maps.multiscale), "ir_labels": labels, **maps.method_options(run, method)}
     return localize.create("amn", load_amn(checkpoint, run.device), **opts)
+
+
+def compute_maps(run: Run, method: str, splits: tuple[str, ...] | None = None, progress: bool = True) -> dict:
+    """Maps of AMN method ``method`` from its trained network (``RUN/<method>.pt``)."""
+    return maps.compute(run, method, splits=splits, progress=progress, loc=localizer(run, method))

@@ -13,11 +13,12 @@ import numpy as np
 import torch
 
 from wsss import localize
-from wsss.errors import DataError
+from wsss.errors import DataError, RunDirError
 from wsss.localize.fusion import REGION_PARAMS, fuse
 from wsss.mapsio import load_maps, save_maps
 from wsss.progress import progress_bar
 from wsss.run.rundir import Run
+from wsss.run.stages import maps
 from wsss.runtime import barrier, is_main, shard
 
 
@@ -47,15 +48,16 @@ def fuse_dirs(mode: str, base_dir: Path, fill_dir: Path, out_dir: Path, ids: lis
 
 
 def compute(run: Run, method: str, splits: tuple[str, ...], progress: bool = True) -> dict:
-    """The fusion's maps on ``splits``: its inputs' maps are computed where missing (with their own options),
-    then fused. Its recorded cost per image is the inputs' plus the fusion's own."""
-    from wsss.run.stages import maps
-
+    """The fusion's maps on ``splits``, fused from its inputs' stored maps (which must be there: the plan, or
+    :func:`wsss.run.stages.produce.maps_of`, computes them first). Its recorded cost per image is the
+    inputs' plus the fusion's own."""
     base, filler, mode, params = plan(run, method)
     ids = run.split_ids(splits)
     for source in (base, filler):
-        if maps.missing(run, source, ids):
-            maps.compute(run, source, splits=splits, progress=progress)
+        gone = maps.missing(run, source, ids)
+        if gone:
+            raise RunDirError(f"{run.maps_dir(source) / (gone[0] + '.npz')}: {method} fuses {source}'s maps, which are "
+                              f"missing (run `wsss maps --run {run.path} --method {method}`)")
     out = run.maps_dir(method)
     t0 = time.time()
     n = fuse_dirs(mode, run.maps_dir(base), run.maps_dir(filler), out, shard(ids), progress,

@@ -27,16 +27,11 @@ def method_options(run: Run, method: str) -> dict:
 
 
 def localizer(run: Run, method: str, classifier: str = "plain") -> localize.Localizer:
-    """``method``'s localizer as the run configures it (a trained AMN for AMN methods; multi-scale / flip
-    around it when the config asks)."""
-    spec = localize.spec(method)
-    if spec.requires == "amn":
-        from wsss.run.stages import amn
-
-        return amn.localizer(run, method)
+    """``method``'s localizer on trained classifier ``classifier``, as the run configures it (multi-scale /
+    flip around it when the config asks)."""
     from wsss.run.stages import classifier as clf_stage
 
-    loc = spec.create(clf_stage.load(run, classifier), **method_options(run, method))
+    loc = localize.spec(method).create(clf_stage.load(run, classifier), **method_options(run, method))
     if run.cfg.maps.multiscale != (1.0,) or run.cfg.maps.flip:
         loc = localize.MultiScale(loc, run.cfg.maps.multiscale, run.cfg.maps.flip)
     return loc
@@ -78,22 +73,19 @@ def write_maps(loc: localize.Localizer, ids: list[str], lookup: dict, out: Path,
 
 
 def compute(run: Run, method: str, classifier: str = "plain", splits: tuple[str, ...] | None = None,
-            progress: bool = True) -> dict:
-    """Maps of ``method`` on the score + tune splits (or ``splits``), sharded by rank under torchrun.
-    A fusion is fused from its inputs' stored maps (computed first where missing). Returns
-    ``{"images": n, "seconds": s, "seconds_per_image": s/n}`` over every rank and resume."""
-    spec = localize.spec(method)
+            progress: bool = True, loc: localize.Localizer | None = None) -> dict:
+    """Maps of ``method`` by its localizer (``loc``, default :func:`localizer`) on the score + tune splits (or
+    ``splits``), sharded by rank under torchrun; images already stored are skipped. Returns
+    ``{"images": n, "seconds": s, "seconds_per_image": s/n}`` over every rank and resume. (Maps of any kind of
+    method, fusions and AMN included: :func:`wsss.run.stages.produce.maps_of`.)"""
     splits = run.scored_splits if splits is None else splits
-    if spec.is_fusion and classifier == "plain":
-        from wsss.run.stages import fuse
-
-        return fuse.compute(run, method, splits, progress=progress)
     device = run.device
     init_distributed(device)
     key = ResultKey(method, classifier).maps
     out = run.maps_dir(key)
     ids = shard(run.split_ids(splits))
-    done, seconds = write_maps(localizer(run, method, classifier), ids, run.lookup(ids), out, device,
+    loc = loc or localizer(run, method, classifier)
+    done, seconds = write_maps(loc, ids, run.lookup(ids), out, device,
                                run.cfg.maps.batch_size, run.cfg.maps.amp, progress, desc=f"maps {key}")
     add_timing(out, done, seconds, device)
     barrier()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 
 from wsss.errors import RunDirError
-from wsss.results import ResultKey
 from wsss.run.rundir import Run, log, timed
 
 
@@ -36,7 +35,8 @@ def pseudo_mask_fn(run: Run, key: str):
 
 
 def train(run: Run, masks: str, progress: bool = True) -> dict:
-    """Train the segmenter on ``masks`` (a scored method key, or ``gt``); ``results["segmentation"][masks]``."""
+    """Train the segmenter on ``masks`` (a scored method key whose maps of the train split are stored, or
+    ``gt``); ``results["segmentation"][masks]``."""
     from wsss.run.stages import maps
     from wsss.train.segmenter import train_segmenter
 
@@ -45,9 +45,10 @@ def train(run: Run, masks: str, progress: bool = True) -> dict:
         mask_fn = train_ds.mask
     else:
         mask_fn = pseudo_mask_fn(run, masks)
-        if maps.missing(run, masks, train_ds.ids):
-            rk = ResultKey.parse(masks)
-            maps.compute(run, rk.method, rk.classifier, splits=(run.cfg.train_split,), progress=progress)
+        gone = maps.missing(run, masks, train_ds.ids)
+        if gone:
+            raise RunDirError(f"{run.maps_dir(masks) / (gone[0] + '.npz')}: the segmenter trains on {masks}'s masks of "
+                              f"the train split, whose maps are missing (`wsss train-seg` computes them)")
     with timed(run, f"train-seg/{masks}"):
         res = train_segmenter(train_ds, mask_fn, run.dataset(run.cfg.val_split), run.cfg.seg, run.segmenter_path(masks),
                               run.device, seed=run.cfg.seed, progress=progress)
