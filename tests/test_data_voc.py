@@ -254,6 +254,8 @@ def test_class_id_out_of_range(voc: Path) -> None:
 def test_labels_file_missing_an_image(voc: Path, tmp_path: Path) -> None:
     path = tmp_path / "labels.json"
     path.write_text(json.dumps({"2007_000032": ["aeroplane"]}))
+    assert VOCDataset(voc, "train", labels=path).labels("2007_000039").sum() > 0  # it has a mask: labels from it
+    next((voc / "SegmentationClass").glob("2007_000039.png")).unlink()  # neither a mask nor labels: refused
     with pytest.raises(DataError, match=r"labels\.json.*2007_000039"):
         VOCDataset(voc, "train", labels=path)
     path.write_text(json.dumps({"2007_000032": ["unicorn"], "2007_000039": []}))

@@ -140,3 +140,42 @@ def _write_many(path: str, tag: str, start) -> None:
     start.wait()
     for j in range(100):
         r.update_results("concurrency", f"{tag}-{j}", value=j)
+
+
+def test_training_split_with_image_level_labels_only(tiny_data, tmp_path):
+    """The core WSSS case: train_aug images outside the scored/tuned splits have no mask, only a labels file
+    (`wsss run --labels FILE`); the whole pipeline runs, and no segmenter is trained on true masks."""
+    import shutil
+
+    from wsss.cli import main
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    split = data / "ImageSets" / "Segmentation"
+    read = lambda name: (split / f"{name}.txt").read_text().split()  # noqa: E731
+    keep = set(read("train")) | set(read("tune"))
+    classes = (data / "classes.txt").read_text().split()[1:]
+    labels = {}
+    for image_id in read("train_aug"):
+        mask = load_label_png(data / "SegmentationClass" / f"{image_id}.png")
+        labels[image_id] = [classes[c - 1] for c in np.unique(mask) if 0 < c < 255]
+        if image_id not in keep:
+            (data / "SegmentationClass" / f"{image_id}.png").unlink()
+    assert len(labels) > len(keep)  # some training images really have no mask
+    (tmp_path / "labels.json").write_text(json.dumps(labels))
+    out = tmp_path / "run"
+    argv = ["wsss", "run", "--data", str(data), "--out", str(out), "--labels", str(tmp_path / "labels.json"),
+            "--methods", "cam,amn", "--device", "cpu", "--set", "classifier.epochs=1", "--set", "amn.epochs=1",
+            "--set", "seg.epochs=1", "--set", "seg.methods=[amn]"]
+    import sys
+
+    old, sys.argv = sys.argv, argv
+    try:
+        main()
+    except SystemExit as exc:
+        assert not exc.code
+    finally:
+        sys.argv = old
+    res = json.loads((out / "results.json").read_text())
+    assert {"cam", "amn"} <= set(res["methods"]) and set(res["segmentation"]) == {"amn"}
+    assert len(list((out / "maps" / "cam").glob("*.npz"))) == len(labels)  # maps of every training image

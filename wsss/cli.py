@@ -42,6 +42,10 @@ _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "C
 
 RunOpt = typer.Option(..., "--run", "--run-dir", help="Run directory (created by `wsss run --out`).")
 DeviceOpt = typer.Option(None, "--device", help="auto | cpu | cuda (default: the run's config, auto).")
+FormatOpt = typer.Option("auto", "--format", help="Dataset layout: auto (detect) | voc | coco | folder.")
+LabelsOpt = typer.Option(None, "--labels", help="Image-level labels file (JSON {id: [names]} or CSV id,<class>,...) "
+                         "for images without masks; convert IRN's cls_labels.npy once with wsss.data.labels."
+                         "convert_irn_labels.")
 ForceOpt = typer.Option(False, "--force", help="Replace an existing run directory.")
 ResumeOpt = typer.Option(False, "--resume", help="Continue an existing run directory.")
 
@@ -201,46 +205,60 @@ def data_make_tune(
 ):
     """Write ImageSets/Segmentation/tune.txt: a seeded subset of train_aug minus train (choose defaults there).
     Example: `wsss data make-tune /data/VOC2012`."""
-    import random
+    from wsss.data.splits import make_tune
 
-    from wsss.data.voc import read_split
-    from wsss.errors import DataError
-
-    aug, train = read_split(root, "train_aug"), set(read_split(root, "train"))
-    pool = sorted(i for i in aug if i not in train)
-    if len(pool) < size:
-        raise DataError(f"{root}: only {len(pool)} train_aug images outside train, asked for {size}")
-    ids = sorted(random.Random(seed).sample(pool, size))
-    path = root / "ImageSets" / "Segmentation" / "tune.txt"
-    path.write_text("\n".join(ids) + "\n")
+    path = make_tune(root, size=size, seed=seed)
     print(f"wrote {path} ({size} images, seed {seed})")
 
 
 @data_app.command("info")
 def data_info(
     root: Path = typer.Argument(..., help="Dataset folder."),
-    format: str = typer.Option("voc", "--format", help="voc | coco"),
-    split: str = typer.Option("train", "--split", help="Split to read."),
+    format: str = FormatOpt,
+    split: str = typer.Option(None, "--split", help="Split to read (default: every split the folder has)."),
+    labels: Path = LabelsOpt,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
-    """What the loader sees. Example: `wsss data info data/synth --split train`."""
+    """What the loader sees: the layout found, images, classes, masks vs image-level labels; every image and
+    mask header is checked (a bad file is named). Example: `wsss data info data/synth`."""
+    from wsss.data import dataset_splits, open_dataset
     from wsss.data.info import dataset_info, format_info
-    from wsss.data.voc import open_dataset
 
-    info = dataset_info(open_dataset(root, split, format=format), progress=not as_json)
+    splits = [split] if split else dataset_splits(root, format)
+    infos = {s: dataset_info(open_dataset(root, s, format=format, labels=labels), progress=not as_json) for s in splits}
     if as_json:
-        print(json.dumps(info))
-    else:
-        from rich.console import Console
+        print(json.dumps(infos[split] if split else infos))
+        return
+    from rich.console import Console
 
-        Console().print(format_info(info))
+    for s, info in infos.items():
+        Console().print(format_info(info, title=f"split {s}"))
+
+
+@data_app.command("split")
+def data_split(
+    root: Path = typer.Argument(..., help="Dataset folder without split files (images/ + masks/, flat, or VOC)."),
+    tune: float = typer.Option(0.1, "--tune", help="Share of the images in the tune split (part of train_aug)."),
+    val: float = typer.Option(0.1, "--val", help="Share of the images in the val split (outside train_aug)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the draw."),
+    force: bool = typer.Option(False, "--force", help="Replace existing split files."),
+):
+    """Write train_aug / train / tune / val split files for a folder that has none: val is held out, train_aug =
+    train + tune (tune and val drawn from images with masks). Example: `wsss data split my_photos --seed 0`."""
+    from wsss.data.splits import write_splits
+
+    for name, path in write_splits(root, tune=tune, val=val, seed=seed, force=force).items():
+        print(f"wrote {path} ({name})")
 
 
 # ---- pipeline --------------------------------------------------------------------------------------------------
 @app.command()
 def run(
-    data: Path = typer.Option(None, "--data", help="Dataset folder (VOC layout, or COCO with format: coco)."),
+    data: Path = typer.Option(None, "--data", help="Dataset folder (VOC layout, images/ + masks/, a flat folder "
+                              "with a labels file, or COCO 2014; see --format)."),
     out: Path = typer.Option(..., "--out", help="Run directory to create."),
+    format: str = typer.Option(None, "--format", help="Dataset layout: auto (default, detect) | voc | coco | folder."),
+    labels: Path = LabelsOpt,
     methods: str = typer.Option(None, "--methods", help="Comma-separated methods (default: the config's)."),
     config: Path = typer.Option(None, "--config", help="YAML config (e.g. configs/voc12_resnet50.yaml)."),
     quick: bool = typer.Option(False, "--quick", help="Less work everywhere: a first look."),
@@ -274,6 +292,8 @@ def run(
         score_split=score_split,
         tune_split=tune_split,
         val_split=val_split,
+        format=format,
+        labels=str(labels) if labels else None,
     )
     if no_seg:
         cfg = cfg.with_updates(train_segmenter=False)
@@ -326,6 +346,7 @@ def demo(
 def train_cls(
     run_dir: Path = RunOpt,
     data: Path = typer.Option(None, "--data", help="Dataset (only to create a new run directory)."),
+    labels: Path = LabelsOpt,
     jigsaw_aug: float = typer.Option(0.0, "--jigsaw-aug", help="Fraction of training images shuffled."),
     name: str = typer.Option(
         None, "--name", help="Classifier name (default plain, or jigsaw-aug with --jigsaw-aug)."
@@ -339,7 +360,7 @@ def train_cls(
     from wsss.run.stages import classifier
 
     if data is not None and not (run_dir / "config.yaml").exists():
-        Run.create(run_dir, build_config(data=str(data)))
+        Run.create(run_dir, build_config(data=str(data), labels=str(labels) if labels else None))
     r = _run(run_dir, device)
     if epochs:
         r.cfg = r.cfg.with_updates(**{"classifier.epochs": epochs})

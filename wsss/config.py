@@ -141,7 +141,8 @@ class SegConfig(_Model):
 
 class RunConfig(_Model):
     data: str = ""
-    format: Literal["voc", "coco"] = "voc"
+    format: Literal["auto", "voc", "coco", "folder"] = "auto"  # auto: the layout found in the folder
+    labels: str | None = None  # image-level labels file (JSON, CSV) instead of labels from masks
     train_split: str = "train_aug"
     score_split: str = "train"
     tune_split: str = "tune"

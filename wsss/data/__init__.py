@@ -8,8 +8,17 @@ from __future__ import annotations
 
 import os
 
-from wsss.data.base import IMAGE_EXTENSIONS, Dataset, Sample, check_id, image_size, inside, read_image
-from wsss.data.folder import FolderDataset, detect_layout
+from wsss.data.base import (
+    IMAGE_EXTENSIONS,
+    Dataset,
+    Sample,
+    available_splits,
+    check_id,
+    image_size,
+    inside,
+    read_image,
+)
+from wsss.data.folder import FolderDataset, detect_layout, split_dirs
 from wsss.data.labels import convert_irn_labels, read_labels_file
 from wsss.data.voc import VOC_CLASSES, VOCDataset
 from wsss.errors import DataError
@@ -24,6 +33,7 @@ __all__ = [
     "VOCDataset",
     "check_id",
     "convert_irn_labels",
+    "dataset_splits",
     "detect_layout",
     "image_size",
     "inside",
@@ -62,3 +72,14 @@ def open_dataset(root: str | os.PathLike[str], split: str, format: str = "auto",
 
         return COCODataset(root, split, labels=labels, **kwargs)
     return FolderDataset(root, split, labels=labels, **kwargs)
+
+
+def dataset_splits(root: str | os.PathLike[str], format: str = "auto") -> list[str]:
+    """The splits a dataset folder has (``train`` and ``val`` for COCO 2014); DataError when it has none."""
+    layout = detect_layout(root) if format in ("auto", "folder") else format
+    if layout == "coco":
+        return ["train", "val"]
+    names = available_splits(*split_dirs(root, layout))
+    if not names:
+        raise DataError(f"{root}: no split files (layout {layout}); create them with `wsss data split {root}`")
+    return names

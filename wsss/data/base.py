@@ -350,7 +350,10 @@ class SplitDataset:
         self.labels_file = Path(labels) if labels is not None else None
         self._labels: dict[str, np.ndarray] = {}
         if self.labels_file is not None:
-            self._labels = read_labels_file(self.labels_file, self.classes, self.ids)
+            # every image needs labels from the file or a mask: a file for the training images alone serves
+            # a dataset whose scored splits have masks
+            self._labels = read_labels_file(self.labels_file, self.classes,
+                                            [i for i in self.ids if not self.has_mask(i)])
         self._from_masks: dict[str, np.ndarray] = {}
 
     @property

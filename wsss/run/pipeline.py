@@ -59,7 +59,10 @@ def _execute(run: Run, job: plan.Job, progress: bool) -> None:
     elif job.kind == "score":
         score.pseudo(run, m, progress=progress)
     elif job.kind == "seg":
-        seg.train(run, m, progress=progress)
+        if m == "gt" and not run.has_masks(run.cfg.train_split):
+            log(f"  no segmenter on the true masks: {run.cfg.train_split} has image-level labels only")
+        else:
+            seg.train(run, m, progress=progress)
     elif job.kind == "report":
         from wsss.report import write_report
 
@@ -72,6 +75,8 @@ def build_config(data: str | None = None, config: str | None = None, quick: bool
     updates = {k: v for k, v in overrides.items() if v is not None}
     if data is not None:
         updates["data"] = str(data)
+    if updates.get("labels") is not None:
+        updates["labels"] = str(Path(updates["labels"]).resolve())  # later stages may run from another folder
     cfg = cfg.with_updates(**updates) if updates else cfg
     if not cfg.data:
         raise ConfigError("no dataset given (--data DIR)")

@@ -75,12 +75,17 @@ class Run:
     # -- data ------------------------------------------------------------------------------------------------
     def dataset(self, split: str):
         if split not in self._datasets:
-            self._datasets[split] = open_dataset(self.cfg.data, split, format=self.cfg.format)
+            self._datasets[split] = open_dataset(self.cfg.data, split, format=self.cfg.format, labels=self.cfg.labels)
         return self._datasets[split]
 
     def split_ids(self, splits: tuple[str, ...]) -> list[str]:
         """The ids of ``splits`` (unset ones skipped), each once, in order."""
         return list(dict.fromkeys(i for split in splits if split for i in self.dataset(split).ids))
+
+    def has_masks(self, split: str) -> bool:
+        """Whether every image of ``split`` has a mask (a split with image-level labels only has none)."""
+        ds = self.dataset(split)
+        return all(ds.has_mask(i) for i in ds.ids)
 
     @property
     def scored_splits(self) -> tuple[str, ...]:
