@@ -469,6 +469,48 @@ def predict(
     print(f"wrote {len(written)} masks to {out or run_dir / 'predictions'}")
 
 
+@app.command()
+def explain(
+    images: list[Path] = typer.Argument(..., help="Image files or folders of images."),
+    run_dir: Path = typer.Option(None, "--run", "--run-dir", help="A run whose classifier explains (its classes)."),
+    model: str = typer.Option(None, "--model", help="A shipped model instead of a run: efficientnet_lite0-imagenet "
+                              "(ImageNet classes; needs the [pretrained] extra)."),
+    method: str = typer.Option("cam", "--method", help="Comma-separated methods (see `wsss methods`), e.g. cam,jigsaw."),
+    classes: str = typer.Option(None, "--classes", help="Comma-separated class names to show (default: --topk)."),
+    topk: int = typer.Option(2, "--topk", help="Show the K classes the model scores highest."),
+    out: Path = typer.Option(None, "--out", help="Output folder (default with --run: RUN/explain)."),
+    fmt: str = typer.Option("png", "--format", help="Overlay figure format: png | pdf | svg."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sampling methods."),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda | auto"),
+):
+    """Localization maps for any photo: an overlay per image and method (class legend, colorbar) and the raw maps.
+    Example: `wsss explain cat.jpg --model efficientnet_lite0-imagenet --method cam,saliency --topk 2 --out expl`."""
+    from wsss.explain import MODELS, imagenet_model
+    from wsss.explain import explain as run_explain
+    from wsss.runtime import resolve_device
+
+    if (run_dir is None) == (model is None):
+        raise ConfigError("give either --run RUN or --model NAME (" + ", ".join(MODELS) + ")")
+    if model is not None:
+        if model not in MODELS:
+            raise ConfigError(f"unknown --model {model!r}; available: {', '.join(MODELS)}")
+        if out is None:
+            raise ConfigError("--out DIR is needed with --model (with --run the maps go to RUN/explain)")
+        net, names = imagenet_model()
+    else:
+        from wsss.run.stages import classifier
+
+        r = _run(run_dir, device)
+        net, names = classifier.load(r), list(r.dataset(r.cfg.train_split).classes[1:])
+        out = out or r.path / "explain"
+    res = run_explain(images, out, net, names, _methods(method), classes=_methods(classes), topk=topk,
+                      device=resolve_device(device), fmt=fmt, seed=seed)
+    for entry in res["images"]:
+        shown = ", ".join(f"{c['name']} ({c['logit']:.2f})" for c in entry["classes"])
+        print(f"{entry['image']}: {shown}")
+    print(f"wrote {out} (overlays, raw maps, explain.json)")
+
+
 @app.command("eval")
 def evaluate(
     pred: Path = typer.Option(..., "--pred", help="Folder of predicted label PNGs."),

@@ -216,6 +216,31 @@ def inside(folder: str | os.PathLike[str], name: str) -> Path:
 # --- text files ----------------------------------------------------------------------------------------
 
 
+def image_files(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Image files named by ``inputs`` (files, or folders whose images of :data:`IMAGE_EXTENSIONS` are taken in
+    name order), each once; two files with the same stem are refused (their outputs would collide)."""
+    files: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                raise DataError(f"{p}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise DataError(f"{p}: image not found")
+    if not files:
+        raise DataError("no input images given")
+    seen: dict[str, Path] = {}
+    for f in files:
+        if f.stem in seen and seen[f.stem] != f:
+            raise DataError(f"{f}: same name as {seen[f.stem]}; both would write {f.stem}.png")
+        seen[f.stem] = f
+    return list(dict.fromkeys(files))
+
+
 def read_split_file(path: str | os.PathLike[str]) -> list[str]:
     """The image ids of a split list (one id a line, blank lines skipped), in file order.
 

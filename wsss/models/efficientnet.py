@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -247,14 +248,19 @@ def efficientnet_lite0(num_classes: int, pretrained=None, output_stride: int = 3
     """EfficientNet-Lite0: 3.37 M backbone parameters (4.65 M with the ImageNet fc), 1280-d features at
     stride 32 (or 16 / 8, dilated).
 
-    ``pretrained="imagenet"`` loads every backbone tensor of the official ImageNet checkpoint (strict);
-    the K-way ``classifier`` stays freshly initialized.
+    ``pretrained="imagenet"`` loads every backbone tensor of the official ImageNet checkpoint (strict). With
+    ``num_classes=1000`` the ImageNet head is loaded too (a biased 1x1 conv: the ImageNet model itself); with
+    any other K the K-way ``classifier`` is new, which a warning says.
     """
+    if pretrained == "imagenet" and num_classes == 1000:
+        return imagenet_classifier(output_stride).train()
     model = CamClassifier(lite0_features(output_stride), HEAD_CHANNELS, num_classes, stride=output_stride)
     if pretrained == "imagenet":
         state = imagenet_state_dict()
         feats = OrderedDict((k[len("features.") :], v) for k, v in state.items() if k.startswith("features."))
         model.features.load_state_dict(feats, strict=True)
+        warnings.warn(f"efficientnet_lite0: ImageNet backbone loaded; the {num_classes}-class head is new (untrained)",
+                      stacklevel=2)
     elif pretrained is not None:
         raise ConfigError(f"efficientnet_lite0: pretrained must be None or 'imagenet', not {pretrained!r}")
     return model

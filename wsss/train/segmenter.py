@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler
 
 from wsss.config import SegConfig
+from wsss.data.base import image_files
 from wsss.data.transforms import to_tensor
 from wsss.errors import ConfigError, DataError
 from wsss.metrics import VOID, ConfusionMatrix
@@ -28,7 +29,6 @@ from wsss.train.common import TrainSet, load_checkpoint, run_epochs, save_checkp
 __all__ = ["evaluate_segmenter", "load_segmenter", "predict", "predict_paths", "predict_probs",
            "train_segmenter"]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 OVERLAY_ALPHA = 0.5
 
 
@@ -206,29 +206,6 @@ def predict(model: torch.nn.Module, image: np.ndarray, scales: Sequence[float] =
     return predict_probs(model, image, scales, flip).argmax(0).to(torch.uint8).cpu().numpy()
 
 
-def _expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
-    files: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise DataError(f"{p}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-            files.extend(found)
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise DataError(f"{p}: image not found")
-    if not files:
-        raise DataError("no input images given")
-    seen: dict[str, Path] = {}
-    for f in files:
-        if f.stem in seen and seen[f.stem] != f:
-            raise DataError(f"{f}: same name as {seen[f.stem]}; both would write {f.stem}.png")
-        seen[f.stem] = f
-    return list(dict.fromkeys(files))
-
-
 def overlay_image(image: np.ndarray, mask: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
     """uint8 ``(H, W, 3)``: the image with foreground pixels blended with their VOC palette colour."""
     from wsss.labelio import VOC_PALETTE
@@ -263,7 +240,7 @@ def predict_paths(ckpt_path: Path, inputs: Sequence[str | Path], out_dir: Path,
 
     if isinstance(device, str):
         device = resolve_device(device)
-    files = _expand_inputs(inputs)
+    files = image_files(inputs)
     model = load_segmenter(Path(ckpt_path), device)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
