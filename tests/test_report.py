@@ -128,3 +128,58 @@ def test_report_almost_empty(tmp_path, tiny_voc_dir, results):
     text = write_report(run).read_text()
     assert "No method results" in text and "wsss report --run" in text
     assert all(p.is_file() for p in _referenced(run.path / "report.md"))
+
+
+def _chromium():
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def test_report_html_is_self_contained_and_renders_in_chromium(tmp_path, tiny_voc_dir):
+    """report.html embeds its figures and shows every table of report.md; checked in headless Chromium
+    (Debian's `chromium` package; CI installs it)."""
+    import subprocess
+
+    run = _make_run(tmp_path, tiny_voc_dir, RESULTS)
+    rng = np.random.default_rng(1)
+    for i in IDS["train"]:
+        save_maps(run.maps_dir("cam") / f"{i}.npz", rng.random((2, S, S)), np.array([1, 2]))
+    md = write_report(run, formats=("pdf",)).read_text()
+    page = (run.path / "report.html").read_text()
+    assert 'src="figures/' not in page and page.count('src="data:image/png;base64,') == len(_referenced(run.path / "report.md"))
+    assert (run.path / "figures" / "threshold_sweep.pdf").read_bytes()[:4] == b"%PDF"
+    tables = sum(1 for line in md.splitlines() if line.startswith("|---") or line.startswith("|--"))
+    assert tables >= 4 and page.count("<table>") == tables
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("headless Chromium not installed (apt-get install chromium)")
+    profile = tmp_path / "profile"
+    dom = subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom",
+                          (run.path / "report.html").as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-1000:]
+    assert dom.stdout.count("<table>") == tables and "Pseudo-masks" in dom.stdout
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={shot}",
+                    "--window-size=1280,2400", (run.path / "report.html").as_uri()], capture_output=True, timeout=120)
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
+    assert pixels.std() > 10 and (pixels < 128).mean() > 0.005  # text, tables and figures: not a blank page
+
+
+def test_identical_methods_are_drawn_once_and_marked(tmp_path, tiny_voc_dir):
+    from wsss.report.report import identical_methods
+
+    res = json.loads(json.dumps(RESULTS))
+    twin = json.loads(json.dumps(res["methods"]["cam"]))
+    for r in twin["sweep"]:
+        r["miou"] += 5e-6  # gradcam at the last layer: CAM up to float rounding
+    res["methods"]["gradcam"] = twin
+    order = ["jigsaw", "cam", "gradcam"]
+    assert identical_methods(res["methods"], order) == {"cam": ["gradcam"]}
+    run = _make_run(tmp_path, tiny_voc_dir, res)
+    text = write_report(run).read_text()
+    assert "| gradcam (= cam within 0.01 points) |" in text

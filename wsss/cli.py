@@ -518,12 +518,20 @@ def evaluate(
     num_classes: int = typer.Option(
         None, "--num-classes", help="K incl. background (default: from the data)."
     ),
+    classes: Path = typer.Option(None, "--classes", help="classes.txt naming the classes (default: the one beside "
+                                 "the ground-truth folder, if any)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
-    """Score any two folders of label PNGs. Example: `wsss eval --pred runs/r1/masks/cam --gt data/synth/SegmentationClass`."""
+    """Score any two folders of label PNGs; per-class IoU by class name, `-`/null for a class in neither folder.
+    Example: `wsss eval --pred runs/r1/masks/cam --gt data/synth/SegmentationClass`."""
+    from wsss.data.base import read_classes_file
     from wsss.metrics import evaluate_folders
+    from wsss.run.stages.score import named
 
     res = evaluate_folders(pred, gt, num_classes)
+    names_file = classes or (gt.parent / "classes.txt")
+    if names_file.is_file() or classes is not None:
+        res["per_class_iou"] = named(res["per_class_iou"], read_classes_file(names_file))
     if as_json:
         print(json.dumps({k: res[k] for k in ("miou", "per_class_iou", "pixel_accuracy")}))
     else:
@@ -532,15 +540,17 @@ def evaluate(
             f"({res['num_images']} images)"
         )
         for c, v in res["per_class_iou"].items():
-            print(f"  class {c:>3}: " + ("-" if v is None else f"{100 * v:.2f}"))
+            print(f"  {c:>14}: " + ("-  (in neither folder)" if v is None else f"{100 * v:.2f}"))
 
 
 @app.command()
-def report(run_dir: Path = RunOpt):
+def report(run_dir: Path = RunOpt,
+           fmt: list[str] = typer.Option(None, "--format", help="Also write the figures as pdf and/or svg "
+                                         "(repeatable); png is always written.")):
     """Write RUN/report.md + RUN/figures/ from results.json. Example: `wsss report --run runs/r1`."""
     from wsss.report import write_report
 
-    print(f"wrote {write_report(_run(run_dir))}")
+    print(f"wrote {write_report(_run(run_dir), formats=tuple(fmt or ()))} and report.html")
 
 
 @app.command()

@@ -24,11 +24,17 @@ def _new(w: float, h: float, nrows: int = 1, ncols: int = 1, **kw):
     return fig, fig.subplots(nrows, ncols, squeeze=False, **kw)
 
 
+EXTRA_FORMATS: list[str] = []
+"""Formats written beside each PNG (``wsss report --format pdf``); set by the report for one call."""
+
+
 def _save(fig: Figure, path: Path, dpi: int = DPI) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=dpi)
-    os.replace(tmp, path)
+    for fmt in ["png", *EXTRA_FORMATS]:
+        target = path.with_suffix(f".{fmt}")
+        tmp = target.with_name(f".{path.stem}.tmp.{fmt}")
+        fig.savefig(tmp, dpi=dpi)
+        os.replace(tmp, target)
     return path
 
 
@@ -37,15 +43,35 @@ def _v(x) -> float:
     return math.nan if x is None else 100.0 * x
 
 
-def styles(keys: list[str]) -> dict[str, dict]:
-    """One colour per method (``cam`` and ``cam+crf`` share it; the CRF variant is dashed)."""
+def _method_order() -> list[str]:
+    from wsss.localize import available
+
+    return available()
+
+
+def styles(keys: list[str], aliases: dict[str, list[str]] | None = None) -> dict[str, dict]:
+    """One colour per method in every figure (from the registry's order, so a method keeps its colour whatever
+    else a figure shows); ``+crf`` / ``+irn`` dashed, another classifier (``@name``) dotted. ``aliases``: keys
+    with identical scores drawn once, labelled ``cam = gradcam``."""
     from matplotlib import colormaps
 
-    bases = list(dict.fromkeys(k.replace("+crf", "") for k in keys))
-    cmap = colormaps["tab10" if len(bases) <= 10 else "tab20"]
-    colour = {b: cmap(i % cmap.N) for i, b in enumerate(bases)}
-    return {k: {"color": colour[k.replace("+crf", "")], "linestyle": "--" if "+crf" in k else "-"}
-            for k in keys}
+    from wsss.results import ResultKey
+
+    order = _method_order()
+    cmap = colormaps["tab20"]
+    out = {}
+    for k in keys:
+        try:
+            rk = ResultKey.parse(k)
+        except ValueError:
+            rk = ResultKey(k)
+        base = "amn" if rk.method.startswith("amn-") else rk.method
+        idx = order.index(base) if base in order else len(order) + sum(map(ord, base))
+        # tab20 pairs a dark and a light shade: even indices first, so neighbours in the registry differ
+        colour = cmap((2 * idx) % 20 + (idx // 10) % 2)
+        style = "--" if rk.post else (":" if rk.classifier != "plain" else "-")
+        out[k] = {"color": colour, "linestyle": style, "label": " = ".join([k, *(aliases or {}).get(k, [])])}
+    return out
 
 
 def _legend(ax, n: int) -> None:
@@ -55,17 +81,17 @@ def _legend(ax, n: int) -> None:
         ax.legend(fontsize=8)
 
 
-def sweep(methods: dict, keys: list[str], path: Path) -> Path | None:
+def sweep(methods: dict, keys: list[str], path: Path, st: dict | None = None) -> Path | None:
     """mIoU vs background threshold, one line per method; a dot at the fixed (tune-chosen) t."""
     keys = [k for k in keys if methods[k].get("sweep")]
     if not keys:
         return None
-    st = styles(keys)
+    st = st or styles(keys)
     fig, axs = _new(8, 4.2)
     ax = axs[0, 0]
     for k in keys:
         rows = methods[k]["sweep"]
-        ax.plot([r["t"] for r in rows], [_v(r.get("miou")) for r in rows], label=k, **st[k])
+        ax.plot([r["t"] for r in rows], [_v(r.get("miou")) for r in rows], **st[k])
         fixed = methods[k].get("fixed") or {}
         if fixed.get("t") is not None:
             ax.plot([fixed["t"]], [_v(fixed.get("miou"))], "o", color=st[k]["color"], ms=5)
@@ -78,17 +104,17 @@ def sweep(methods: dict, keys: list[str], path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def precision_recall(methods: dict, keys: list[str], path: Path) -> Path | None:
+def precision_recall(methods: dict, keys: list[str], path: Path, st: dict | None = None) -> Path | None:
     """Class-aware foreground precision and recall vs t, one panel each."""
     keys = [k for k in keys if methods[k].get("sweep")]
     if not keys:
         return None
-    st = styles(keys)
+    st = st or styles(keys)
     fig, axs = _new(11, 4, 1, 2, sharey=True)
     for ax, what in zip(axs[0], ("precision", "recall"), strict=True):
         for k in keys:
             rows = methods[k]["sweep"]
-            ax.plot([r["t"] for r in rows], [_v(r.get(what)) for r in rows], label=k, **st[k])
+            ax.plot([r["t"] for r in rows], [_v(r.get(what)) for r in rows], **st[k])
         ax.set(xlabel="background threshold t", title=f"foreground {what}", xlim=(0, 1))
         ax.grid(alpha=0.3)
     axs[0, 0].set_ylabel("%")
@@ -96,7 +122,7 @@ def precision_recall(methods: dict, keys: list[str], path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def activation_hist(methods: dict, keys: list[str], path: Path) -> Path | None:
+def activation_hist(methods: dict, keys: list[str], path: Path, st: dict | None = None) -> Path | None:
     """Density of normalized activation inside objects vs on background, one panel per method."""
     keys = [k for k in keys if (methods[k].get("activation_hist") or {}).get("fg")]
     if not keys:
@@ -118,60 +144,79 @@ def activation_hist(methods: dict, keys: list[str], path: Path) -> Path | None:
         if t is not None:
             ax.axvline(t, color="0.3", ls=":", lw=1, label=f"fixed t = {t:.2f}")
         ax.set_yscale("log")
-        ax.set(title=k, xlabel="normalized activation", xlim=(0, 1))
+        ax.set(title=(st or {}).get(k, {}).get("label", k), xlabel="normalized activation", xlim=(0, 1))
         ax.legend(fontsize=7)
     for row in axs:
         row[0].set_ylabel("density (log)")
     return _save(fig, path)
 
 
-def _heat(image: np.ndarray, heat: np.ndarray | None, ax) -> None:
+HEAT_CMAP = "inferno"
+
+
+def _heat(image: np.ndarray, heat: np.ndarray | None, ax):
     h, w = image.shape[:2]
     ax.imshow(image.mean(axis=2), cmap="gray", vmin=0, vmax=255, extent=(0, w, h, 0))
     if heat is not None:
-        ax.imshow(heat, cmap="jet", alpha=0.5, vmin=0, vmax=1, extent=(0, w, h, 0))
+        return ax.imshow(heat, cmap=HEAT_CMAP, alpha=0.6, vmin=0, vmax=1, extent=(0, w, h, 0))
+    return None
 
 
-def overlays(rows: list[dict], columns: list[str], path: Path) -> Path | None:
+def overlays(rows: list[dict], columns: list[str], path: Path, class_names: list[str] | None = None) -> Path | None:
     """Grid: one row per image. ``rows[i]`` maps a column title to ``("image", rgb)``, ``("mask", labels)``,
-    ``("map", (rgb, heat))`` or nothing (blank cell)."""
+    ``("map", (rgb, heat))`` or nothing (blank cell). A legend names the mask colours' classes and a colorbar
+    reads the maps."""
+    import textwrap
+
+    from matplotlib.patches import Patch
+
     if not rows or not columns:
         return None
-    fig, axs = _new(1.45 * len(columns), 1.55 * len(rows) + 0.3, len(rows), len(columns))
+    fig, axs = _new(1.9 * len(columns), 1.9 * len(rows) + 1.1, len(rows), len(columns))
+    heat_im, seen = None, set()
     for r, cells in enumerate(rows):
         for c, title in enumerate(columns):
             ax = axs[r, c]
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.set_title(title, fontsize=7)
+                ax.set_title("\n".join(textwrap.wrap(title, 14)), fontsize=9)
             if c == 0:
-                ax.set_ylabel(cells.get("_id", ""), fontsize=7)
+                ax.set_ylabel(cells.get("_id", ""), fontsize=9)
             kind, data = cells.get(title, (None, None))
             if kind == "image":
                 ax.imshow(data)
             elif kind == "mask":
                 ax.imshow(VOC_PALETTE[data], interpolation="nearest")
+                seen.update(int(v) for v in np.unique(data) if v != 255)
             elif kind == "map":
-                _heat(*data, ax)
+                heat_im = _heat(*data, ax) or heat_im
             else:
                 ax.set_frame_on(False)
+    if seen:
+        names = class_names or []
+        handles = [Patch(color=VOC_PALETTE[c] / 255, label=names[c] if c < len(names) else f"class {c}")
+                   for c in sorted(seen)]
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 8), fontsize=9,
+                   title="mask colours", title_fontsize=9)
+    if heat_im is not None:
+        fig.colorbar(heat_im, ax=axs, location="right", fraction=0.02, pad=0.01, label="normalized map")
     return _save(fig, path, dpi=90)
 
 
-def cost_quality(points: list[dict], path: Path) -> Path | None:
+def cost_quality(points: list[dict], path: Path, st: dict | None = None) -> Path | None:
     """mIoU@fixed (and segmentation val mIoU) vs seconds per image, log-x; the Pareto frontier drawn.
     ``points``: ``{"key", "spi", "miou", "seg", "frontier"}``."""
     pts = [p for p in points if p.get("spi") and p["spi"] > 0 and p.get("miou") is not None]
     if not pts:
         return None
-    st = styles([p["key"] for p in pts])
+    st = {**styles([p["key"] for p in pts]), **(st or {})}
     fig, axs = _new(7, 4.2)
     ax = axs[0, 0]
     for p in pts:
         x, y, colour = p["spi"], 100 * p["miou"], st[p["key"]]["color"]
         ax.plot(x, y, "o", color=colour, mfc="white" if "+crf" in p["key"] else colour)
-        ax.annotate(p["key"], (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        ax.annotate(st[p["key"]]["label"], (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
         if p.get("seg") is not None:
             ax.plot(x, 100 * p["seg"], "s", color=colour, ms=6)
             ax.plot([x, x], [y, 100 * p["seg"]], ":", color=colour, lw=0.8)

@@ -137,7 +137,7 @@ def _scalars(title: str, d) -> list[str]:
     return ["", f"**{title}**", "", *items] if items else []
 
 
-def method_table(run, methods: dict, order: list[str]) -> str:
+def method_table(run, methods: dict, order: list[str], same: dict[str, list[str]] | None = None) -> str:
     tune = run.cfg.tune_split or "tune"
     score = run.cfg.score_split
     out = ["## Pseudo-masks", ""]
@@ -151,7 +151,8 @@ def method_table(run, methods: dict, order: list[str]) -> str:
         t = num(fixed.get("t"))
         if chosen and chosen != tune and t != DASH:
             t += f" ({chosen})"
-        rows.append([k, t, pct(fixed.get("miou")), pct(fixed.get("precision")), pct(fixed.get("recall")),
+        first = next((a for a, dups in (same or {}).items() if k in dups), None)
+        rows.append([k if first is None else f"{k} (= {first} within 0.01 points)", t, pct(fixed.get("miou")), pct(fixed.get("precision")), pct(fixed.get("recall")),
                      f"{pct(best.get('miou'))} ({num(best.get('t'))})" if best else DASH,
                      num(m.get("robust_width")), pct(m.get("spread_0.1_0.5")), pct(m.get("ap")),
                      pct(m.get("oracle_miou")), pct(m.get("ndr_recall")), secs(m.get("seconds_per_image"))])
@@ -170,6 +171,7 @@ def method_table(run, methods: dict, order: list[str]) -> str:
 
 
 def per_class_table(run, methods: dict, order: list[str]) -> str:
+    """Per-class IoU (results.json keys them by class name; older runs by class id)."""
     keys = [k for k in order if methods[k].get("per_class_iou")]
     if not keys:
         return ""
@@ -177,21 +179,49 @@ def per_class_table(run, methods: dict, order: list[str]) -> str:
         names = list(run.dataset(run.cfg.score_split).classes)
     except (WsssError, OSError):
         names = []
-    ids = sorted({int(c) for k in keys for c in methods[k]["per_class_iou"]})
-    rows = [[names[c] if c < len(names) else str(c),
-             *(pct(methods[k]["per_class_iou"].get(str(c))) for k in keys)]
-            for c in ids]
-    return "\n".join(["### Per-class IoU at the fixed t", "", md_table(["class", *keys], rows)])
+
+    def name(c: str) -> str:
+        return names[int(c)] if c.isdigit() and int(c) < len(names) else c
+
+    classes = list(dict.fromkeys(c for k in keys for c in methods[k]["per_class_iou"]))
+    rows = [[name(c), *(pct(methods[k]["per_class_iou"].get(c)) for k in keys)] for c in classes]
+    return "\n".join(["### Per-class IoU at the fixed t", "", md_table(["class", *keys], rows), "",
+                      f"{DASH}: the class is in neither the ground truth nor the masks of this split (no IoU)."])
+
+
+SAME_TOL = 1e-4  # 0.01 mIoU points at every swept t: the same method up to float rounding
+
+
+def identical_methods(methods: dict, order: list[str]) -> dict[str, list[str]]:
+    """Keys whose threshold sweep matches an earlier key's in ``order`` within :data:`SAME_TOL` at every t, with
+    the same fixed t (e.g. ``gradcam`` at the last layer = ``cam`` / (h*w)): ``{first: [the others]}``; the
+    figures draw each group once and the table marks the others."""
+
+    def curve(k):
+        return [(r.get("t"), r.get("miou") or 0.0) for r in methods[k].get("sweep") or []]
+
+    groups: dict[str, list[str]] = {}
+    for k in order:
+        c = curve(k)
+        first = next((f for f in groups if c and len(curve(f)) == len(c)
+                      and (methods[f].get("fixed") or {}).get("t") == (methods[k].get("fixed") or {}).get("t")
+                      and all(ta == tb and abs(a - b) <= SAME_TOL for (ta, a), (tb, b) in zip(curve(f), c, strict=True))),
+                     None)
+        if first is None:
+            groups[k] = []
+        else:
+            groups[first].append(k)
+    return {k: v for k, v in groups.items() if v}
 
 
 def _section(title: str, prose: str, body: str) -> str:
     return f"## {title}\n\n{prose}\n\n{body}" if body else ""
 
 
-def _figure(fig_dir: Path, name: str, fn, *args, alt: str) -> str:
+def _figure(fig_dir: Path, name: str, fn, *args, alt: str, **kwargs) -> str:
     """Draw one figure; the markdown that references it (relative path), or a note why there is none."""
     try:
-        path = fn(*args, fig_dir / name)
+        path = fn(*args, fig_dir / name, **kwargs)
     except (WsssError, OSError, ValueError) as exc:
         return f"*({alt}: figure not drawn: {exc})*"
     return f"![{alt}](figures/{name})" if path else ""
@@ -243,7 +273,7 @@ def cost_points(res: dict, order: list[str]) -> list[dict]:
     return pts
 
 
-def cost_section(res: dict, order: list[str], fig_dir: Path, figures) -> str:
+def cost_section(res: dict, order: list[str], fig_dir: Path, figures, st: dict | None = None) -> str:
     pts = cost_points(res, order)
     if not pts:
         return ""
@@ -254,7 +284,7 @@ def cost_section(res: dict, order: list[str], fig_dir: Path, figures) -> str:
         "## Cost vs quality", "",
         "Seconds per image to compute the maps (+ CRF where named), on this run's machine; the frontier "
         "marks methods that no cheaper-or-equal method beats on mIoU@fixed.", "",
-        _figure(fig_dir, "cost_quality.png", figures.cost_quality, pts, alt="mIoU vs seconds per image"), "",
+        _figure(fig_dir, "cost_quality.png", figures.cost_quality, pts, alt="mIoU vs seconds per image", st=st), "",
         md_table(["method", "s/image", "mIoU@fixed", "segmenter val mIoU", "frontier"], rows),
     ])
 
@@ -329,8 +359,9 @@ def timings(res: dict) -> str:
 
 
 # ---- entry point ---------------------------------------------------------------------------------------
-def write_report(run) -> Path:
-    """Write ``RUN/report.md`` and ``RUN/figures/*.png`` from the run's files; return the report path."""
+def write_report(run, formats: tuple[str, ...] = ()) -> Path:
+    """Write ``RUN/report.md``, the self-contained ``RUN/report.html`` (figures embedded) and
+    ``RUN/figures/*.png`` (+ each of ``formats``: pdf, svg) from the run's files; return the report path."""
     from wsss.report import figures  # matplotlib, only here
 
     res = run.results()
@@ -338,41 +369,98 @@ def write_report(run) -> Path:
     order = sorted(methods, key=lambda k: -_fixed_miou(methods[k]))
     fig_dir = run.path / "figures"
     for name in FIGURES:  # a figure this run can no longer draw must not linger from an earlier report
-        (fig_dir / name).unlink(missing_ok=True)
-    hist_keys = [k for k in order if _headline(k)]
+        for fmt in ("png", "pdf", "svg"):
+            (fig_dir / name).with_suffix(f".{fmt}").unlink(missing_ok=True)
+    same = identical_methods(methods, order)
+    drawn = [k for k in order if not any(k in dups for dups in same.values())]
+    st = figures.styles(order, same)
+    hist_keys = [k for k in drawn if _headline(k)]
+    bad_formats = sorted(set(formats) - {"png", "pdf", "svg"})
+    if bad_formats:
+        raise WsssError(f"figure format {bad_formats[0]!r}: expected png, pdf or svg")
+    figures.EXTRA_FORMATS[:] = [f for f in formats if f != "png"]
+    try:
+        text = _report_text(run, res, methods, order, drawn, hist_keys, st, same, fig_dir, figures)
+    finally:
+        figures.EXTRA_FORMATS[:] = []
+    path = run.path / "report.md"
+    _write_atomic(path, text)
+    _write_atomic(run.path / "report.html", to_html(text, run.path, title=f"WSSS run report: {run.path.name}"))
+    return path
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+HTML_STYLE = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1200px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}table{border-collapse:collapse;margin:1em 0;font-size:0.9em}
+th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}td:first-child,th:first-child
+{text-align:left}img{max-width:100%;height:auto}code{background:#f5f5f5;padding:0 3px}h1,h2,h3{line-height:1.2}"""
+
+
+def to_html(markdown_text: str, base: Path, title: str) -> str:
+    """A self-contained HTML page of a markdown report: tables rendered, every referenced image embedded
+    as a data URI (the page needs no other file)."""
+    import base64
+    import html
+    import re
+
+    import markdown
+
+    body = markdown.markdown(markdown_text, extensions=["tables"])
+
+    def embed(m: re.Match) -> str:
+        src = m.group(1)
+        path = base / src
+        if not path.is_file():
+            return m.group(0)
+        kind = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg"}.get(path.suffix, "image/png")
+        return f'src="data:{kind};base64,{base64.b64encode(path.read_bytes()).decode()}"'
+
+    body = re.sub(r'src="([^"]+)"', embed, body)
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{HTML_STYLE}</style></head><body>\n{body}\n</body></html>\n")
+
+
+def _report_text(run, res, methods, order, drawn, hist_keys, st, same, fig_dir, figures) -> str:
 
     try:
-        rows, cols = _overlay_data(run, methods, order)
-        overlay = _figure(fig_dir, "overlays.png", figures.overlays, rows, cols,
+        rows, cols = _overlay_data(run, methods, drawn)
+        overlay = _figure(fig_dir, "overlays.png", figures.overlays, rows, cols, class_names=_class_names(run),
                           alt="images, ground truth, maps and masks")
     except (WsssError, OSError) as exc:
         overlay = f"*(overlays not drawn: {exc})*"
 
     robustness = "\n\n".join(s for s in (
-        _figure(fig_dir, "threshold_sweep.png", figures.sweep, methods, order,
-                alt="mIoU vs background threshold"),
-        _figure(fig_dir, "precision_recall.png", figures.precision_recall, methods, order,
-                alt="precision and recall vs background threshold"),
+        _figure(fig_dir, "threshold_sweep.png", figures.sweep, methods, drawn, alt="mIoU vs background threshold",
+                st=st),
+        _figure(fig_dir, "precision_recall.png", figures.precision_recall, methods, drawn,
+                alt="precision and recall vs background threshold", st=st),
     ) if s)
     hist = _figure(fig_dir, "activation_hist.png", figures.activation_hist, methods, hist_keys,
-                   alt="activation inside objects vs on background")
+                   alt="activation inside objects vs on background", st=st)
     split = run.cfg.score_split
     sections = [
         header(run),
         classifiers(res),
-        method_table(run, methods, order),
+        method_table(run, methods, order, same),
         per_class_table(run, methods, order),
         _section("Robustness to the threshold", ROBUSTNESS_NOTES.format(split=split), robustness),
         _section("Activation inside objects vs on background", HIST_NOTES, hist),
         _section("Examples", OVERLAY_NOTES.format(split=split), overlay),
-        cost_section(res, order, fig_dir, figures),
+        cost_section(res, drawn, fig_dir, figures, st),
         segmentation(res),
         ablation(res, fig_dir, figures),
         timings(res),
     ]
-    text = "\n\n".join(s for s in sections if s).rstrip() + "\n"
-    path = run.path / "report.md"
-    tmp = path.with_name(".report.md.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return "\n\n".join(s for s in sections if s).rstrip() + "\n"
+
+
+def _class_names(run) -> list[str]:
+    try:
+        return list(run.dataset(run.cfg.score_split).classes)
+    except (WsssError, OSError):
+        return []

@@ -137,11 +137,17 @@ def score_maps(run: Run, maps_dir: Path, norm: str, masks_dir: Path, reference_d
         save_label_png(masks_dir / f"{image_id}.png", fixed_mask)
     chosen_on = (f"{run.cfg.tune_split} (without CRF)" if crf and crf_t is not None else run.cfg.tune_split) or "self"
     summary = scores.result(fixed_t, cfg.t_step, chosen_on, with_reference=reference_dir is not None)
+    summary["per_class_iou"] = named(summary["per_class_iou"], ds.classes)
     summary["split"] = run.cfg.score_split
     summary["tune"] = tune
     if crf:
         summary["crf_seconds_per_image"] = crf_seconds / max(len(ds.ids), 1)
     return summary
+
+
+def named(per_class: dict[str, float | None], classes) -> dict[str, float | None]:
+    """Per-class scores keyed by class name (``background``, ``aeroplane``, ...) instead of id."""
+    return {(classes[int(c)] if int(c) < len(classes) else c): v for c, v in per_class.items()}
 
 
 def reference_dir(run: Run) -> Path | None:
