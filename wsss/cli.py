@@ -163,16 +163,9 @@ def data_synth(
     from wsss.data.synth import LATEST, SynthConfig, benchmark_config, dataset_hash, write_benchmark
 
     overrides = dict(
-        seed=seed,
-        size=size,
-        images=images,
-        num_classes=classes,
-        max_objects=max_objects,
-        part_frac=part_frac,
-        body_signal=body_signal,
-        part_offset=part_offset,
-        body_radius=_float_pair(body_radius, "--body-radius") if body_radius else None,
-        camouflage=camouflage,
+        seed=seed, size=size, images=images, num_classes=classes, max_objects=max_objects, part_frac=part_frac,
+        body_signal=body_signal, part_offset=part_offset,
+        body_radius=_float_pair(body_radius, "--body-radius") if body_radius else None, camouflage=camouflage,
         distractors=distractors,
         background_bias=background_bias,
         occlusion=occlusion,

@@ -1,7 +1,9 @@
-"""Typed configuration: every default in one place, dumped to ``RUN/config.yaml``.
+"""Typed configuration of a run, dumped to ``RUN/config.yaml``: every stage's settings in one place.
 
-Defaults are the built-in benchmark's and were chosen on its ``tune`` split; ``configs/*.yaml`` hold
-the real-data presets (``wsss run --config FILE``).
+A method's own options (``maps.options.<method>``) default to its localizer's keyword defaults (``wsss methods``
+lists the methods) and are checked against its spec when a config is loaded. The defaults are set for the
+built-in benchmark (the ones that were tuned, on its ``tune`` split, say so where they are); ``configs/*.yaml``
+hold the real-data presets (``wsss run --config FILE``).
 """
 
 from __future__ import annotations

@@ -51,6 +51,12 @@ def _to_numpy(x: object) -> np.ndarray:
     return np.asarray(x)
 
 
+def _out_of_range(x: torch.Tensor, k: int) -> int | None:
+    """A value of ``x`` outside ``0..k-1`` (the smallest if negative, else the largest), or None."""
+    lo, hi = int(x.min()), int(x.max())
+    return lo if lo < 0 else hi if hi >= k else None
+
+
 def _div(a: float, b: float) -> float:
     return float(a) / float(b) if b else 0.0
 
@@ -89,20 +95,14 @@ class ConfusionMatrix:
         g, p = g[keep], p[keep]
         k = self.num_classes
         if g.numel():
-            gmin, gmax = int(g.min()), int(g.max())
-            if gmin < 0 or gmax >= k:
-                bad = gmin if gmin < 0 else gmax
-                raise DataError(
-                    f"ground truth contains label {bad}; expected 0..{k - 1} or {VOID} (void) "
-                    f"for num_classes={k}"
-                )
-            pmin, pmax = int(p.min()), int(p.max())
-            if pmin < 0 or pmax >= k:
-                bad = pmin if pmin < 0 else pmax
-                raise DataError(
-                    f"prediction contains class {bad} on a labelled pixel, but num_classes={k} "
-                    f"(valid 0..{k - 1})"
-                )
+            bad = _out_of_range(g, k)
+            if bad is not None:
+                raise DataError(f"ground truth contains label {bad}; expected 0..{k - 1} or {VOID} (void) "
+                                f"for num_classes={k}")
+            bad = _out_of_range(p, k)
+            if bad is not None:
+                raise DataError(f"prediction contains class {bad} on a labelled pixel, but num_classes={k} "
+                                f"(valid 0..{k - 1})")
         counts = torch.bincount(k * g + p, minlength=k * k)
         self.mat += counts.reshape(k, k).cpu()
         return self

@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Protocol, runtime_checkable
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from wsss.data.common import MAX_TEXT_BYTES, read_text, read_text_lines  # noqa: F401 (re-exported)
 from wsss.errors import DataError
@@ -128,16 +128,8 @@ def read_image(path: str | os.PathLike[str], max_side: int | None = None) -> np.
                     rgb = _to_uint8(im, path)
                     return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
             return _to_uint8(im, path)
-    except DataError:
-        raise
-    except FileNotFoundError:
-        raise DataError(f"{path}: image not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, not an image") from None
-    except Image.DecompressionBombError as exc:
-        raise DataError(f"{path}: image too large to read ({exc})") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DataError(f"{path}: unreadable image ({exc.__class__.__name__})") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise _image_error(path, exc, "image not found") from None
 
 
 def _scaled_size(w: int, h: int, max_side: int) -> tuple[int, int]:
@@ -155,15 +147,20 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             w, h = im.size
-    except FileNotFoundError:
-        raise DataError(f"{path}: not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, not an image") from None
-    except Image.DecompressionBombError as exc:
-        raise DataError(f"{path}: image too large to read ({exc})") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DataError(f"{path}: unreadable image ({exc.__class__.__name__})") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise _image_error(path, exc, "not found") from None
     return h, w
+
+
+def _image_error(path: Path, exc: Exception, missing: str) -> DataError:
+    """The one-line error of a failed image read (``missing``: the words for a file that is not there)."""
+    if isinstance(exc, FileNotFoundError):
+        return DataError(f"{path}: {missing}")
+    if isinstance(exc, IsADirectoryError):
+        return DataError(f"{path}: is a directory, not an image")
+    if isinstance(exc, Image.DecompressionBombError):
+        return DataError(f"{path}: image too large to read ({exc})")
+    return DataError(f"{path}: unreadable image ({exc.__class__.__name__})")
 
 
 def resize_mask(mask: np.ndarray, max_side: int | None) -> np.ndarray:
@@ -336,7 +333,29 @@ class ImageFolder:
 # --- the reader behind the VOC and folder layouts ------------------------------------------------------
 
 
-class SplitDataset:
+class DatasetBase:
+    """What every reader shares: ``len``, ``ds[i]`` (a :class:`Sample`, checked by :meth:`_sample`) and
+    ``num_classes``; a reader gives ``ids``, ``classes``, ``image``, ``mask``, ``labels``."""
+
+    ids: list[str]
+    classes: tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        """K, the number of foreground classes."""
+        return len(self.classes) - 1
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> Sample:
+        return self._sample(self.ids[i])
+
+    def _sample(self, image_id: str) -> Sample:
+        raise NotImplementedError
+
+
+class SplitDataset(DatasetBase):
     """Images, masks and image-level labels of one split listed in a text file.
 
     Subclasses (:class:`~wsss.data.voc.VOCDataset`, :class:`~wsss.data.folder.FolderDataset`) find the
@@ -385,16 +404,7 @@ class SplitDataset:
     def image_dir(self) -> Path:
         return self.images.folder
 
-    @property
-    def num_classes(self) -> int:
-        """K, the number of foreground classes."""
-        return len(self.classes) - 1
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, i: int) -> Sample:
-        image_id = self.ids[i]
+    def _sample(self, image_id: str) -> Sample:
         image = self.image(image_id)
         mask = self.mask(image_id, required=False)
         if mask is not None and mask.shape != image.shape[:2]:

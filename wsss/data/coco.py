@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wsss.data.base import Sample, image_size, inside, read_image, resize_mask
+from wsss.data.base import DatasetBase, Sample, image_size, inside, read_image, resize_mask
 from wsss.errors import DataError, MissingDependencyError
 from wsss.labelio import load_label_png, save_label_png
 
@@ -38,7 +38,7 @@ def _import_coco():
     return COCO
 
 
-class COCODataset:
+class COCODataset(DatasetBase):
     """Images, semantic masks and image-level labels of COCO 2014 ``train`` or ``val``.
 
     Args:
@@ -126,16 +126,7 @@ class COCODataset:
             ) from None
         return coco
 
-    @property
-    def num_classes(self) -> int:
-        """K, the number of foreground classes (80 for COCO)."""
-        return len(self.classes) - 1
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, i: int) -> Sample:
-        image_id = self.ids[i]
+    def _sample(self, image_id: str) -> Sample:
         image = self.image(image_id)
         (h, w), (mh, mw) = image_size(self.image_path(image_id)), self.mask_size(image_id)
         if (h, w) != (mh, mw):

@@ -49,6 +49,18 @@ def _method_order() -> list[str]:
     return available()
 
 
+def _family(method: str) -> str:
+    """The registered method a result's colour comes from (``amn-<maps>`` is drawn in AMN's)."""
+    from wsss.errors import WsssError
+    from wsss.localize import spec
+
+    try:
+        s = spec(method)
+    except WsssError:  # a plugin that is not installed here
+        return method
+    return "amn" if s.requires == "amn" else s.name
+
+
 def styles(keys: list[str], aliases: dict[str, list[str]] | None = None) -> dict[str, dict]:
     """One colour per method in every figure (from the registry's order, so a method keeps its colour whatever
     else a figure shows); ``+crf`` / ``+irn`` dashed, another classifier (``@name``) dotted. ``aliases``: keys
@@ -65,7 +77,7 @@ def styles(keys: list[str], aliases: dict[str, list[str]] | None = None) -> dict
             rk = ResultKey.parse(k)
         except ValueError:
             rk = ResultKey(k)
-        base = "amn" if rk.method.startswith("amn-") else rk.method
+        base = _family(rk.method)
         idx = order.index(base) if base in order else len(order) + sum(map(ord, base))
         # tab20 pairs a dark and a light shade: even indices first, so neighbours in the registry differ
         colour = cmap((2 * idx) % 20 + (idx // 10) % 2)
