@@ -179,7 +179,9 @@ def test_identical_methods_are_drawn_once_and_marked(tmp_path, tiny_voc_dir):
         r["miou"] += 5e-6  # gradcam at the last layer: CAM up to float rounding
     res["methods"]["gradcam"] = twin
     order = ["jigsaw", "cam", "gradcam"]
-    assert identical_methods(res["methods"], order) == {"cam": ["gradcam"]}
+    from wsss.results import Results
+
+    assert identical_methods(Results.model_validate(res).methods, order) == {"cam": ["gradcam"]}
     run = _make_run(tmp_path, tiny_voc_dir, res)
     text = write_report(run).read_text()
     assert "| gradcam (= cam within 0.01 points) |" in text

@@ -75,7 +75,7 @@ class SweepPoint(_Record):
 
 
 class FixedPoint(SweepPoint):
-    chosen_on: str = "self"
+    chosen_on: str | None = "self"
 
 
 class BestPoint(_Record):
@@ -110,6 +110,11 @@ class MethodResult(_Record):
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
     _check = field_validator("ap", "oracle_miou", "ndr_recall", "spread_0_1_0_5")(_fraction)
+
+    @property
+    def activation_hist(self) -> dict | None:
+        """``{"bins", "fg", "bg"}`` counts of normalized map values inside objects / on background."""
+        return (self.model_extra or {}).get("activation_hist")
 
     def dump(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=False)
@@ -148,11 +153,20 @@ class StudyEntry(_Record):
         )
 
 
+class SegResult(_Record):
+    """A segmenter trained on one method's masks (``results["segmentation"][masks]``), scored on val."""
+
+    val_miou: float | None = None
+    seconds: float | None = None
+
+    _check = field_validator("val_miou")(_fraction)
+
+
 class Results(_Record):
     """A whole ``results.json``."""
 
     methods: dict[str, MethodResult] = Field(default_factory=dict)
-    segmentation: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    segmentation: dict[str, SegResult] = Field(default_factory=dict)
     classifiers: dict[str, dict[str, Any]] = Field(default_factory=dict)
     timings: dict[str, float] = Field(default_factory=dict)
     amn: dict[str, Any] | None = None

@@ -94,19 +94,19 @@ def _legend(ax, n: int) -> None:
 
 
 def sweep(methods: dict, keys: list[str], path: Path, st: dict | None = None) -> Path | None:
-    """mIoU vs background threshold, one line per method; a dot at the fixed (tune-chosen) t."""
-    keys = [k for k in keys if methods[k].get("sweep")]
+    """mIoU vs background threshold, one line per method; a dot at the fixed (tune-chosen) t. ``methods``:
+    :class:`wsss.results.MethodResult` by key (likewise below)."""
+    keys = [k for k in keys if methods[k].sweep]
     if not keys:
         return None
     st = st or styles(keys)
     fig, axs = _new(8, 4.2)
     ax = axs[0, 0]
     for k in keys:
-        rows = methods[k]["sweep"]
-        ax.plot([r["t"] for r in rows], [_v(r.get("miou")) for r in rows], **st[k])
-        fixed = methods[k].get("fixed") or {}
-        if fixed.get("t") is not None:
-            ax.plot([fixed["t"]], [_v(fixed.get("miou"))], "o", color=st[k]["color"], ms=5)
+        rows = methods[k].sweep
+        ax.plot([r.t for r in rows], [_v(r.miou) for r in rows], **st[k])
+        fixed = methods[k].fixed
+        ax.plot([fixed.t], [_v(fixed.miou)], "o", color=st[k]["color"], ms=5)
     ax.axvspan(0.1, 0.5, color="0.92", zorder=0)
     ax.set(xlabel="background threshold t", ylabel="mIoU (%)", xlim=(0, 1),
            title="Pseudo-mask mIoU vs threshold (dot: t chosen on tune; shaded: t in [0.1, 0.5])")
@@ -118,15 +118,15 @@ def sweep(methods: dict, keys: list[str], path: Path, st: dict | None = None) ->
 
 def precision_recall(methods: dict, keys: list[str], path: Path, st: dict | None = None) -> Path | None:
     """Class-aware foreground precision and recall vs t, one panel each."""
-    keys = [k for k in keys if methods[k].get("sweep")]
+    keys = [k for k in keys if methods[k].sweep]
     if not keys:
         return None
     st = st or styles(keys)
     fig, axs = _new(11, 4, 1, 2, sharey=True)
     for ax, what in zip(axs[0], ("precision", "recall"), strict=True):
         for k in keys:
-            rows = methods[k]["sweep"]
-            ax.plot([r["t"] for r in rows], [_v(r.get(what)) for r in rows], **st[k])
+            rows = methods[k].sweep
+            ax.plot([r.t for r in rows], [_v(getattr(r, what)) for r in rows], **st[k])
         ax.set(xlabel="background threshold t", title=f"foreground {what}", xlim=(0, 1))
         ax.grid(alpha=0.3)
     axs[0, 0].set_ylabel("%")
@@ -136,7 +136,7 @@ def precision_recall(methods: dict, keys: list[str], path: Path, st: dict | None
 
 def activation_hist(methods: dict, keys: list[str], path: Path, st: dict | None = None) -> Path | None:
     """Density of normalized activation inside objects vs on background, one panel per method."""
-    keys = [k for k in keys if (methods[k].get("activation_hist") or {}).get("fg")]
+    keys = [k for k in keys if (methods[k].activation_hist or {}).get("fg")]
     if not keys:
         return None
     ncols = min(len(keys), 3)
@@ -145,14 +145,14 @@ def activation_hist(methods: dict, keys: list[str], path: Path, st: dict | None 
     for ax in axs.flat[len(keys):]:
         ax.axis("off")
     for ax, k in zip(axs.flat, keys, strict=False):
-        h = methods[k]["activation_hist"]
+        h = methods[k].activation_hist
         edges = np.linspace(0, 1, int(h.get("bins", len(h["fg"]))) + 1)
         for part, colour, label in (("fg", "tab:red", "inside objects"), ("bg", "tab:blue", "background")):
             counts = np.asarray(h.get(part) or np.zeros(len(edges) - 1), np.float64)
             total = counts.sum()
             dens = counts / (total * np.diff(edges)) if total else counts
             ax.stairs(np.where(dens > 0, dens, np.nan), edges, color=colour, lw=1.6, label=label)
-        t = (methods[k].get("fixed") or {}).get("t")
+        t = methods[k].fixed.t
         if t is not None:
             ax.axvline(t, color="0.3", ls=":", lw=1, label=f"fixed t = {t:.2f}")
         ax.set_yscale("log")

@@ -14,7 +14,7 @@ import numpy as np
 
 from wsss.errors import WsssError
 from wsss.report.tables import DASH, bad, cell, md_table, num, pct, secs, study_table
-from wsss.results import ResultKey
+from wsss.results import MethodResult, ResultKey, Results
 
 OVERLAY_IMAGES = 4
 OVERLAY_METHODS = 8
@@ -61,9 +61,8 @@ def _headline(key: str) -> bool:
         return False
 
 
-def _fixed_miou(m: dict) -> float:
-    v = (m.get("fixed") or {}).get("miou")
-    return -1.0 if bad(v) else v
+def _fixed_miou(m: MethodResult) -> float:
+    return -1.0 if bad(m.fixed.miou) else m.fixed.miou
 
 
 # ---- sections ----------------------------------------------------------------------------------------------
@@ -117,7 +116,7 @@ def header(run) -> str:
 
 
 def classifiers(res: dict) -> str:
-    clf = res.get("classifiers") or {}
+    clf = res.classifiers
     out = ["## Classifiers", ""]
     if not clf:
         out.append("No classifier results.")
@@ -125,7 +124,7 @@ def classifiers(res: dict) -> str:
         rows = [[name, c.get("arch", DASH), pct(c.get("jigsaw_aug")), pct(c.get("val_map")),
                  secs(c.get("seconds"))] for name, c in clf.items()]
         out.append(md_table(["classifier", "arch", "jigsaw-aug (% images)", "val mAP", "seconds"], rows))
-    out += _scalars("AMN training", res.get("amn"))
+    out += _scalars("AMN training", res.amn)
     return "\n".join(out)
 
 
@@ -146,19 +145,17 @@ def method_table(run, methods: dict, order: list[str], same: dict[str, list[str]
     rows = []
     for k in order:
         m = methods[k]
-        fixed, best = m.get("fixed") or {}, m.get("best") or {}
-        chosen = fixed.get("chosen_on")
-        t = num(fixed.get("t"))
-        if chosen and chosen != tune and t != DASH:
-            t += f" ({chosen})"
+        t = num(m.fixed.t)
+        if m.fixed.chosen_on and m.fixed.chosen_on != tune and t != DASH:
+            t += f" ({m.fixed.chosen_on})"
         first = next((a for a, dups in (same or {}).items() if k in dups), None)
-        rows.append([k if first is None else f"{k} (= {first} within 0.01 points)", t, pct(fixed.get("miou")), pct(fixed.get("precision")), pct(fixed.get("recall")),
-                     f"{pct(best.get('miou'))} ({num(best.get('t'))})" if best else DASH,
-                     num(m.get("robust_width")), pct(m.get("spread_0.1_0.5")), pct(m.get("ap")),
-                     pct(m.get("oracle_miou")), pct(m.get("ndr_recall")), secs(m.get("seconds_per_image"))])
+        rows.append([k if first is None else f"{k} (= {first} within 0.01 points)", t, pct(m.fixed.miou),
+                     pct(m.fixed.precision), pct(m.fixed.recall), f"{pct(m.best.miou)} ({num(m.best.t)})",
+                     num(m.robust_width), pct(m.spread_0_1_0_5), pct(m.ap), pct(m.oracle_miou), pct(m.ndr_recall),
+                     secs(m.seconds_per_image)])
     cols = ["method", f"fixed t (chosen on {tune})", "mIoU@fixed", "precision", "recall", "best mIoU (t)",
             "robust width", "spread t∈[0.1,0.5]", "AP", "oracle-t mIoU", "NDR recall", "s/image"]
-    norms = ", ".join(f"{k}: {methods[k]['normalization']}" for k in order if methods[k].get("normalization"))
+    norms = ", ".join(f"{k}: {methods[k].normalization}" for k in order if methods[k].normalization)
     out += [
         md_table(cols, rows),
         "",
@@ -172,7 +169,7 @@ def method_table(run, methods: dict, order: list[str], same: dict[str, list[str]
 
 def per_class_table(run, methods: dict, order: list[str]) -> str:
     """Per-class IoU (results.json keys them by class name; older runs by class id)."""
-    keys = [k for k in order if methods[k].get("per_class_iou")]
+    keys = [k for k in order if methods[k].per_class_iou]
     if not keys:
         return ""
     try:
@@ -183,8 +180,8 @@ def per_class_table(run, methods: dict, order: list[str]) -> str:
     def name(c: str) -> str:
         return names[int(c)] if c.isdigit() and int(c) < len(names) else c
 
-    classes = list(dict.fromkeys(c for k in keys for c in methods[k]["per_class_iou"]))
-    rows = [[name(c), *(pct(methods[k]["per_class_iou"].get(c)) for k in keys)] for c in classes]
+    classes = list(dict.fromkeys(c for k in keys for c in methods[k].per_class_iou))
+    rows = [[name(c), *(pct(methods[k].per_class_iou.get(c)) for k in keys)] for c in classes]
     return "\n".join(["### Per-class IoU at the fixed t", "", md_table(["class", *keys], rows), "",
                       f"{DASH}: the class is in neither the ground truth nor the masks of this split (no IoU)."])
 
@@ -198,13 +195,12 @@ def identical_methods(methods: dict, order: list[str]) -> dict[str, list[str]]:
     figures draw each group once and the table marks the others."""
 
     def curve(k):
-        return [(r.get("t"), r.get("miou") or 0.0) for r in methods[k].get("sweep") or []]
+        return [(r.t, r.miou) for r in methods[k].sweep]
 
     groups: dict[str, list[str]] = {}
     for k in order:
         c = curve(k)
-        first = next((f for f in groups if c and len(curve(f)) == len(c)
-                      and (methods[f].get("fixed") or {}).get("t") == (methods[k].get("fixed") or {}).get("t")
+        first = next((f for f in groups if c and len(curve(f)) == len(c) and methods[f].fixed.t == methods[k].fixed.t
                       and all(ta == tb and abs(a - b) <= SAME_TOL for (ta, a), (tb, b) in zip(curve(f), c, strict=True))),
                      None)
         if first is None:
@@ -239,7 +235,7 @@ def _overlay_data(run, methods: dict, order: list[str]) -> tuple[list[dict], lis
     for k in keys:
         mdir, kdir = run.maps_dir(_maps_key(k)), run.masks_dir(k)
         if not ResultKey.parse(k).post and any((mdir / f"{i}.npz").exists() for i in ids):
-            norm = (methods.get(k) or {}).get("normalization") or run.cfg.pseudo.norm_for(k)
+            norm = methods[k].normalization or run.cfg.pseudo.norm_for(k)
             sources.append((f"{k} map", "map", mdir, norm))
         if any((kdir / f"{i}.png").exists() for i in ids):
             sources.append((f"{k} mask", "mask", kdir, None))
@@ -262,11 +258,9 @@ def _overlay_data(run, methods: dict, order: list[str]) -> tuple[list[dict], lis
     return rows, columns
 
 
-def cost_points(res: dict, order: list[str]) -> list[dict]:
-    methods, seg = res.get("methods") or {}, res.get("segmentation") or {}
-    pts = [{"key": k, "spi": methods[k].get("seconds_per_image"),
-            "miou": (methods[k].get("fixed") or {}).get("miou"), "seg": (seg.get(k) or {}).get("val_miou")}
-           for k in order]
+def cost_points(res: Results, order: list[str]) -> list[dict]:
+    pts = [{"key": k, "spi": res.methods[k].seconds_per_image, "miou": res.methods[k].fixed.miou,
+            "seg": res.segmentation[k].val_miou if k in res.segmentation else None} for k in order]
     ok = [p for p in pts if not bad(p["spi"]) and not bad(p["miou"])]
     for p in ok:  # Pareto frontier: nothing at most as costly is better
         p["frontier"] = not any(q is not p and q["spi"] <= p["spi"] and q["miou"] > p["miou"] for q in ok)
@@ -290,18 +284,17 @@ def cost_section(res: dict, order: list[str], fig_dir: Path, figures, st: dict |
 
 
 def segmentation(res: dict) -> str:
-    seg = res.get("segmentation") or {}
+    seg = res.segmentation
     if not seg:
         return ""
-    gt = (seg.get("gt") or {}).get("val_miou")
-    keys = sorted((k for k in seg if k != "gt"), key=lambda k: -(seg[k].get("val_miou") or -1.0))
+    gt = seg["gt"].val_miou if "gt" in seg else None
+    keys = sorted((k for k in seg if k != "gt"), key=lambda k: -(seg[k].val_miou or -1.0))
     def ratio(v):
         return DASH if bad(gt) or not gt or bad(v) else f"{100 * v / gt:.1f}%"
 
-    rows = [[k, pct(seg[k].get("val_miou")), ratio(seg[k].get("val_miou")), secs(seg[k].get("seconds"))]
-            for k in keys]
+    rows = [[k, pct(seg[k].val_miou), ratio(seg[k].val_miou), secs(seg[k].seconds)] for k in keys]
     if "gt" in seg:
-        rows.append(["gt (fully supervised bound)", pct(gt), ratio(gt), secs(seg["gt"].get("seconds"))])
+        rows.append(["gt (fully supervised bound)", pct(gt), ratio(gt), secs(seg["gt"].seconds)])
     return "\n".join([
         "## Segmentation", "",
         "A segmenter trained on each method's pseudo-masks of the training split, scored on the val split; "
@@ -313,10 +306,10 @@ def segmentation(res: dict) -> str:
 def study_cost_points(res: dict) -> list[dict]:
     """Every ablation variant with a measured cost (each N, grid, option, classifier ...) and every method,
     for the study's mIoU-vs-seconds plot; the frontier as in :func:`cost_points`."""
-    abl = (res.get("ablation") or {}).get("variants") or {}
+    abl = res.ablation.get("variants") or {}
     pts = [{"key": k, "spi": v.get("seconds_per_image"), "miou": v.get("miou"), "seg": None}
            for k, v in abl.items()]
-    pts += [dict(p, seg=None) for p in cost_points(res, list(res.get("methods") or {}))]
+    pts += [dict(p, seg=None) for p in cost_points(res, list(res.methods))]
     ok = [p for p in pts if not bad(p["spi"]) and not bad(p["miou"]) and p["spi"] > 0]
     for p in ok:
         p["frontier"] = not any(q is not p and q["spi"] <= p["spi"] and q["miou"] > p["miou"] for q in ok)
@@ -324,7 +317,7 @@ def study_cost_points(res: dict) -> list[dict]:
 
 
 def ablation(res: dict, fig_dir: Path | None = None, figures=None) -> str:
-    abl = res.get("ablation") or {}
+    abl = res.ablation
     tables = abl.get("tables") or []
     if not tables:
         return ""
@@ -347,7 +340,7 @@ def ablation(res: dict, fig_dir: Path | None = None, figures=None) -> str:
 
 
 def timings(res: dict) -> str:
-    tm = res.get("timings") or {}
+    tm = res.timings
     if not tm:
         return ""
     total = tm.get("total")
@@ -364,8 +357,8 @@ def write_report(run, formats: tuple[str, ...] = ()) -> Path:
     ``RUN/figures/*.png`` (+ each of ``formats``: pdf, svg) from the run's files; return the report path."""
     from wsss.report import figures  # matplotlib, only here
 
-    res = run.results()
-    methods = res.get("methods") or {}
+    res = run.typed_results()
+    methods = res.methods
     order = sorted(methods, key=lambda k: -_fixed_miou(methods[k]))
     fig_dir = run.path / "figures"
     for name in FIGURES:  # a figure this run can no longer draw must not linger from an earlier report
