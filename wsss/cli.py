@@ -658,23 +658,18 @@ def methods():
 
 
 def _summary(r) -> None:
-    res = r.results()
-    rows = sorted(res.get("methods", {}).items(), key=lambda kv: -kv[1]["fixed"]["miou"])
-    print(
-        f"\n{'method':<24}{'mIoU@fixed':>11}{'best':>7}{'t':>6}{'prec':>7}{'rec':>7}{'width':>7}{'NDR':>7}{'s/img':>9}"
-    )
-    for k, m in rows:
-        ndr = "-" if m.get("ndr_recall") is None else f"{100 * m['ndr_recall']:.1f}"
-        spi = "-" if m.get("seconds_per_image") is None else f"{m['seconds_per_image']:.4f}"
-        print(
-            f"{k:<24}{100 * m['fixed']['miou']:>11.1f}{100 * m['best']['miou']:>7.1f}{m['fixed']['t']:>6.2f}"
-            f"{100 * m['fixed']['precision']:>7.1f}{100 * m['fixed']['recall']:>7.1f}{m['robust_width']:>7.2f}"
-            f"{ndr:>7}{spi:>9}"
-        )
-    for k, s in res.get("segmentation", {}).items():
-        print(f"segmenter on {k}: val mIoU {100 * s['val_miou']:.1f}")
-    if "total" in res.get("timings", {}):
-        print(f"total {res['timings']['total']:.0f} s; report: {r.path / 'report.md'}")
+    """The end-of-run table, formatted by the report's helpers."""
+    from wsss.report.tables import num, pct
+
+    res = r.typed_results()
+    print(f"\n{'method':<24}{'mIoU@fixed':>11}{'best':>7}{'t':>6}{'prec':>7}{'rec':>7}{'width':>7}{'NDR':>7}{'s/img':>9}")
+    for k, m in sorted(res.methods.items(), key=lambda kv: -kv[1].fixed.miou):
+        print(f"{k:<24}{pct(m.fixed.miou):>11}{pct(m.best.miou):>7}{num(m.fixed.t):>6}{pct(m.fixed.precision):>7}"
+              f"{pct(m.fixed.recall):>7}{num(m.robust_width):>7}{pct(m.ndr_recall):>7}{num(m.seconds_per_image, '.4f'):>9}")
+    for k, seg in res.segmentation.items():
+        print(f"segmenter on {k}: val mIoU {pct(seg.val_miou)}")
+    if "total" in res.timings:
+        print(f"total {res.timings['total']:.0f} s; report: {r.path / 'report.md'} (and report.html)")
 
 
 if __name__ == "__main__":

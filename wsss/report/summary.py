@@ -6,9 +6,10 @@ import numpy as np
 
 from wsss.report.tables import fusion_label
 
-METHOD_FIELDS = {"miou": ("fixed", "miou"), "best": ("best", "miou"), "precision": ("fixed", "precision"),
-                 "recall": ("fixed", "recall"), "ndr_recall": ("ndr_recall",), "robust_width": ("robust_width",),
-                 "ap": ("ap",), "oracle_miou": ("oracle_miou",), "spread": ("spread_0.1_0.5",)}
+METHOD_FIELDS = {"miou": lambda m: m.fixed.miou, "best": lambda m: m.best.miou,
+                 "precision": lambda m: m.fixed.precision, "recall": lambda m: m.fixed.recall,
+                 "ndr_recall": lambda m: m.ndr_recall, "robust_width": lambda m: m.robust_width, "ap": lambda m: m.ap,
+                 "oracle_miou": lambda m: m.oracle_miou, "spread": lambda m: m.spread_0_1_0_5}
 STUDY_FIELDS = {"miou": ("miou",), "best": ("best_miou",), "precision": ("precision",), "recall": ("recall",),
                 "ndr_recall": ("ndr_recall",)}
 
@@ -28,10 +29,9 @@ def _get(d, path):
     return d
 
 
-def study_entries(res: dict) -> dict[str, dict]:
-    """A run's study entries by name: ``fusion geo(CAM, saliency)``, ``region(cropsal)`` (the region fusion at its
-    tune-chosen setting), ``variant <name>`` (study groups, AMN grid)."""
-    abl = res.get("ablation") or {}
+def study_entries(abl: dict) -> dict[str, dict]:
+    """A run's study entries (``results["ablation"]``) by name: ``fusion geo(CAM, saliency)``, ``region(cropsal)``
+    (the region fusion at its tune-chosen setting), ``variant <name>`` (study groups, AMN grid)."""
     out = {f"fusion {fusion_label(v)}": v for v in (abl.get("fusion_grid") or {}).values()}
     chosen: dict[str, dict] = {}
     for v in (abl.get("region_grid") or {}).values():
@@ -44,15 +44,15 @@ def study_entries(res: dict) -> dict[str, dict]:
 
 
 def summarize_runs(runs: list) -> dict:
-    """Mean and sd over runs (each with ``path`` and ``results()``) of each method's fixed-t scores, each
+    """Mean and sd over runs (each with ``path`` and ``typed_results()``) of each method's fixed-t scores, each
     segmenter's val mIoU and each study entry."""
-    results = [r.results() for r in runs]
-    keys = sorted({k for res in results for k in res.get("methods", {})})
-    methods = {k: {f: stat([_get(res.get("methods", {}).get(k, {}), path) for res in results])
-                   for f, path in METHOD_FIELDS.items()} for k in keys}
-    seg_keys = sorted({k for res in results for k in res.get("segmentation", {})})
-    seg = {k: stat([res.get("segmentation", {}).get(k, {}).get("val_miou") for res in results]) for k in seg_keys}
-    rows = [study_entries(res) for res in results]
+    results = [r.typed_results() for r in runs]
+    keys = sorted({k for res in results for k in res.methods})
+    methods = {k: {f: stat([get(res.methods[k]) for res in results if k in res.methods]) for f, get in METHOD_FIELDS.items()}
+               for k in keys}
+    seg_keys = sorted({k for res in results for k in res.segmentation})
+    seg = {k: stat([res.segmentation[k].val_miou for res in results if k in res.segmentation]) for k in seg_keys}
+    rows = [study_entries(res.ablation) for res in results]
     study = {k: {f: stat([_get(r.get(k, {}), path) for r in rows]) for f, path in STUDY_FIELDS.items()}
              for k in sorted({k for r in rows for k in r})}
     return {"runs": [str(r.path) for r in runs], "methods": methods, "segmentation": seg, "study": study}
