@@ -444,8 +444,12 @@ def predict(
     seg_dir = run_dir / "segmenter"
     ckpts = sorted(seg_dir.glob("*.pt")) if seg_dir.is_dir() else []
     if masks:
+        trained = [c.stem for c in ckpts]
+        if masks not in trained:
+            raise RunDirError(f"{seg_dir}: no segmenter trained on {masks!r}; trained: {', '.join(trained) or 'none'} "
+                              f"(`wsss train-seg --run {run_dir} --masks {masks}` trains one)")
         ckpts = [seg_dir / f"{masks}.pt"]
-    if not ckpts or not ckpts[0].exists():
+    if not ckpts:
         raise RunDirError(
             f"{seg_dir}: no trained segmenter (run `wsss train-seg --run {run_dir} --masks cam`)"
         )

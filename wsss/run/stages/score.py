@@ -21,6 +21,7 @@ from wsss.progress import progress_bar
 from wsss.pseudo import make_sweep_matrices, maps_to_mask, normalize_maps, summarize_sweep, sweep_image
 from wsss.results import MethodResult, ResultKey
 from wsss.run.rundir import Run, log, timed
+from wsss.run.stages import amn
 
 HIST_BINS = 20
 
@@ -165,7 +166,10 @@ def pseudo(run: Run, key: str, crf: bool = False, progress: bool = True, crf_swe
     rk = rk.with_post("crf" if crf else rk.post)
     maps_dir = run.maps_dir(rk.maps_key)
     if not maps_dir.is_dir():
-        raise RunDirError(f"{maps_dir}: no maps for {rk.maps_key} (run `wsss maps --run {run.path} --method {rk.method}`)")
+        first = (f"`wsss train-amn --run {run.path} --from-maps {amn.source(run, rk.method)}`, then "
+                 if amn.is_amn(rk.method) and not run.amn_path(rk.method).exists() else "")
+        raise RunDirError(f"{maps_dir}: no maps for {rk.maps_key} (run {first}`wsss maps --run {run.path} --method "
+                          f"{rk.maps_key.replace('@', ' --classifier ')}`)")
     norm = run.cfg.pseudo.norm_for(str(rk))
     base_t = None
     if crf and not crf_sweep:
