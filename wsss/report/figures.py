@@ -38,13 +38,17 @@ def _v(x) -> float:
 
 
 def styles(keys: list[str]) -> dict[str, dict]:
-    """One colour per method (``cam`` and ``cam+crf`` share it; the CRF variant is dashed)."""
+    """One colour per method (``cam``, ``cam+crf`` and ``cam+irn`` share it; the CRF variant is dashed, the
+    IRN variant dotted)."""
     from matplotlib import colormaps
 
-    bases = list(dict.fromkeys(k.replace("+crf", "") for k in keys))
+    def base(k: str) -> str:
+        return k.replace("+crf", "").replace("+irn", "")
+
+    bases = list(dict.fromkeys(base(k) for k in keys))
     cmap = colormaps["tab10" if len(bases) <= 10 else "tab20"]
     colour = {b: cmap(i % cmap.N) for i, b in enumerate(bases)}
-    return {k: {"color": colour[k.replace("+crf", "")], "linestyle": "--" if "+crf" in k else "-"}
+    return {k: {"color": colour[base(k)], "linestyle": "--" if "+crf" in k else ":" if "+irn" in k else "-"}
             for k in keys}
 
 
@@ -170,7 +174,8 @@ def cost_quality(points: list[dict], path: Path) -> Path | None:
     ax = axs[0, 0]
     for p in pts:
         x, y, colour = p["spi"], 100 * p["miou"], st[p["key"]]["color"]
-        ax.plot(x, y, "o", color=colour, mfc="white" if "+crf" in p["key"] else colour)
+        marker = "D" if "+irn" in p["key"] else "o"
+        ax.plot(x, y, marker, color=colour, mfc="white" if "+crf" in p["key"] else colour)
         ax.annotate(p["key"], (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
         if p.get("seg") is not None:
             ax.plot(x, 100 * p["seg"], "s", color=colour, ms=6)
