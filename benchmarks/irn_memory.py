@@ -29,11 +29,11 @@ def one(size: int, max_mib: float | None, classes: int, repeats: int) -> dict:
     import numpy as np
     import torch
 
+    from wsss.config import IRNConfig
     from wsss.irn import irn_mask, walk_band_rows, walk_work_bytes
-    from wsss.train.irn import IRNConfig
 
     torch.set_num_threads(1)
-    cfg = IRNConfig(max_bytes=None if max_mib is None else int(max_mib * 2**20))
+    cfg = IRNConfig(sem_seg_bg=0.25, max_bytes=None if max_mib is None else int(max_mib * 2**20))
     rng = np.random.default_rng(0)
     maps = rng.random((classes, size, size)).astype(np.float32)
     h = math.ceil(size / cfg.stride)

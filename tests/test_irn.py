@@ -194,7 +194,7 @@ def test_chunked_walk_equals_unchunked():
 
 # ---- label map -------------------------------------------------------------------------------------------
 def test_irn_mask_valid_label_map():
-    cfg = IRNConfig(exp_times=4)
+    cfg = IRNConfig(exp_times=4, sem_seg_bg=0.25)
     h, w = 30, 34
     maps = np.zeros((2, h, w), np.float32)
     maps[0, 5:25, 2:12] = 2.0  # class 3 on the left
@@ -210,7 +210,7 @@ def test_irn_mask_valid_label_map():
     rng = np.random.default_rng(0)
     noisy = irn_mask(rng.random((2, h, w)).astype(np.float32), classes, torch.rand(8, 9), (h, w), cfg)
     assert set(np.unique(noisy)) <= {0, 3, 5}
-    per_class = irn_mask(maps, classes, bd, (h, w), IRNConfig(exp_times=4, walk_norm="class"))
+    per_class = irn_mask(maps, classes, bd, (h, w), IRNConfig(exp_times=4, walk_norm="class", sem_seg_bg=0.25))
     assert per_class[15, 26] == 5
     assert np.array_equal(irn_mask(np.zeros((0, h, w), np.float32), np.zeros(0), bd, (h, w), cfg),
                           np.zeros((h, w), np.uint8))
@@ -224,9 +224,9 @@ def test_banded_mask_equals_whole_and_upsampled_rows():
     maps = rng.random((3, h, w)).astype(np.float32) ** 3
     bd = torch.from_numpy(rng.random((10, 8)).astype(np.float32) ** 4)
     for norm in ("global", "class"):
-        whole = irn_mask(maps, np.array([1, 4, 7]), bd, (h, w), IRNConfig(exp_times=3, walk_norm=norm,
+        whole = irn_mask(maps, np.array([1, 4, 7]), bd, (h, w), IRNConfig(exp_times=3, walk_norm=norm, sem_seg_bg=0.25,
                                                                            max_bytes=None))
-        banded = irn_mask(maps, np.array([1, 4, 7]), bd, (h, w), IRNConfig(exp_times=3, walk_norm=norm,
+        banded = irn_mask(maps, np.array([1, 4, 7]), bd, (h, w), IRNConfig(exp_times=3, walk_norm=norm, sem_seg_bg=0.25,
                                                                             max_bytes=20_000))
         assert np.array_equal(whole, banded) and len(np.unique(whole)) > 2
     rw = torch.rand(2, 10, 8)
@@ -268,7 +268,7 @@ def test_tiny_training_lowers_loss_and_reloads(tmp_path, one_thread):
     ds = _tiny_voc(tmp_path)
     torch.manual_seed(0)
     classifier = models.create("smallcnn", ds.num_classes)
-    cfg = IRNConfig(epochs=6, batch_size=4, lr=0.1, radius=3, scale=(0.9, 1.1))
+    cfg = IRNConfig(epochs=6, batch_size=4, lr=0.1, radius=3, scale=(0.9, 1.1), crf=False, sem_seg_bg=0.25)
     out = tmp_path / "irn.pt"
     res = train_irn(ds, tmp_path / "maps", classifier, cfg, out, torch.device("cpu"), seed=0, progress=False)
     hist = res["loss_history"]

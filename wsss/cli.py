@@ -266,6 +266,9 @@ def run(
     val_split: str = typer.Option(None, "--val-split", help="Split the classifier and the segmenter are evaluated "
                                   "on (default val)."),
     no_seg: bool = typer.Option(False, "--no-seg", help="Skip the segmentation stage."),
+    post: str = typer.Option(None, "--post", help="Post-processing scored for every method, comma-separated: crf "
+                             "(dense CRF, extra [crf]) and/or irn (IRN trained per method, random walk): result "
+                             "keys <method>+crf, <method>+irn (default: the config's pseudo.post)."),
     set_: list[str] = typer.Option(None, "--set", help="Config override KEY=VALUE (dotted key, YAML value), "
                                    "repeatable: --set amn.crf=true --set classifier.epochs=5."),
     force: bool = ForceOpt,
@@ -294,6 +297,12 @@ def run(
         cfg = cfg.with_updates(**_overrides(set_))
     if methods:
         cfg = cfg.with_updates(**{"maps.methods": _methods(methods)})
+    if post is not None:
+        steps = _methods(post) or []
+        bad = [p for p in steps if p not in ("crf", "irn")]
+        if bad:
+            raise typer.BadParameter(f"unknown post-processing step {bad[0]!r} (crf, irn)", param_hint="--post")
+        cfg = cfg.with_updates(**{"pseudo.post": steps})
     r = Run.create(out, cfg, force=force, resume=resume)
     run_pipeline(r, _methods(methods))
     _summary(r)
@@ -389,11 +398,16 @@ def pseudo(
     method: str = typer.Option(..., "--method", help="Method key, e.g. cam or jigsaw@jigsaw-aug."),
     crf: bool = typer.Option(False, "--crf", help="Refine masks with dense CRF (extra [crf]) at the method's tune-chosen t."),
     crf_sweep: bool = typer.Option(False, "--crf-sweep", help="With --crf: refine at every swept t (19x slower)."),
+    irn: bool = typer.Option(False, "--irn", help="IRN's random walk on the boundary of the method's IRN (`wsss "
+                             "train-irn` first): result key <method>+irn, background score chosen on tune."),
+    device: str = DeviceOpt,
 ):
     """Pseudo-masks + threshold sweep + scores into results.json. Example: `wsss pseudo --run runs/r1 --method cam`."""
     from wsss.run.stages import score
 
-    score.pseudo(_run(run_dir), method, crf=crf, crf_sweep=crf_sweep)
+    if crf and irn:
+        raise typer.BadParameter("--crf and --irn are two result keys: run them one at a time", param_hint="--irn")
+    score.pseudo(_run(run_dir, device), method, crf=crf, crf_sweep=crf_sweep, irn=irn)
 
 
 @app.command("train-amn")
@@ -409,6 +423,24 @@ def train_amn(
     from_maps = from_maps or r.cfg.amn.from_maps
     produce.ensure(r, from_maps, (r.cfg.train_split,))
     amn.train(r, from_maps)
+
+
+@app.command("train-irn")
+def train_irn(
+    run_dir: Path = RunOpt,
+    from_maps: str = typer.Option(..., "--from-maps", help="Maps the IRN labels come from (a method of the run); "
+                                  "the IRN walks that method's maps (`wsss pseudo --method M --irn`)."),
+    device: str = DeviceOpt,
+):
+    """Train IRN's class-boundary branch on labels from a method's maps -> RUN/irn-<maps>.pt.
+
+    Example: `wsss train-irn --run runs/r1 --from-maps cam`, then `wsss pseudo --run runs/r1 --method cam --irn`."""
+    from wsss.run.stages import irn
+
+    r = _run(run_dir, device)
+    res = irn.train(r, from_maps)
+    print(f"IRN on {from_maps}: {res['seconds']:.0f} s ({res['seconds_per_image']:.3f} s per training image) -> "
+          f"{irn.checkpoint(r, from_maps)}")
 
 
 @app.command("train-seg")

@@ -87,14 +87,18 @@ class PseudoConfig(_Model):
     t_step: float = 0.05
     ndr_threshold: float = 0.5
     ndr_reference: str = "cam"  # the method whose normalized map >= ndr_threshold is the discriminative region
+    # post-processing scored for every method of `wsss run` (result keys <method>+crf, <method>+irn)
+    post: tuple[Literal["crf", "irn"], ...] = ()
 
     def norm_for(self, key: str) -> str:
         """The normalization of a result key's maps: the config's override, else the method's spec."""
         from wsss.localize import spec
         from wsss.results import ResultKey
 
-        method = ResultKey.parse(key).method
-        return self.normalization.get(method) or spec(method).normalization
+        rk = ResultKey.parse(key)
+        if rk.post == "irn":  # stored walk scores, already normalized as IRN (wsss.run.stages.irn)
+            return "none"
+        return self.normalization.get(rk.method) or spec(rk.method).normalization
 
 
 class AMNConfig(_Model):
@@ -119,6 +123,73 @@ class AMNConfig(_Model):
     freeze_bn: bool = True  # official: backbone batch-norm statistics frozen (IRN's FixedBatchNorm)
     freeze_stem: bool = True  # official: the first conv + bn of the backbone are not trained
     num_workers: int = 0
+
+
+class IRNConfig(_Model):
+    """IRN (Ahn et al. CVPR 2019), semantic path: the class-boundary branch trained on IR labels of a method's
+    maps, then the random walk (:mod:`wsss.train.irn`, :mod:`wsss.irn`). Defaults are the paper's / official
+    code's (VOC) except where marked "benchmark" (chosen on benchmark v2's ``tune`` split, README).
+
+    ``from_maps``: ``self`` = every method ``M`` gets the IRN trained on ``M``'s own maps (``RUN/irn-<M>.pt``:
+    IRN's protocol for CAM, AMN's for AMN); a method name = one IRN, trained on that method's maps, gives the
+    boundary of every method's walk. ``presets``: per source method (exact name; ``amn`` also covers every
+    AMN method, ``amn-<maps>``) overrides of the fields below, applied where IRN is trained on, or walks, that
+    method's maps (:func:`irn_settings`); the AMN preset is AMN's ``run_sample.py``: labels fg 0.45 / bg 0.15
+    and the walked maps raised to 1.3.
+    """
+
+    from_maps: str = "self"
+    presets: dict[str, dict[str, float]] = Field(
+        default_factory=lambda: {"amn": {"fg_threshold": 0.45, "bg_threshold": 0.15, "power": 1.3}}
+    )
+    # labels (IRN's cam_to_ir_label, :class:`wsss.train.amn.IRLabels`)
+    fg_threshold: float = 0.30
+    bg_threshold: float = 0.05
+    crf: bool | Literal["auto"] = "auto"  # IRN refines both label maps by dense CRF ("auto": if [crf] installed)
+    normalization: Literal["max", "p99"] = "max"
+    # training (IRN: crop 512, batch 32, 3 epochs, lr 0.1, wd 1e-4, rescale 0.5-1.5)
+    radius: int = 5  # benchmark (IRN: 10 at stride 4 = 40 px on ~500 px images; 5 = 20 px on 160 px)
+    epochs: int = 6  # benchmark (IRN: 3 epochs of 10,582 images; 480 images here)
+    batch_size: int = 16  # benchmark (IRN: 32)
+    lr: float = 0.1
+    head_lr_mult: float = 1.0
+    weight_decay: float = 1e-4
+    crop: int | None = None  # None: the image side of the first training image (IRN: 512)
+    scale: tuple[float, float] = (0.5, 1.5)
+    flip: bool = True
+    stride: int = 4
+    taps: tuple[str, ...] | None = None  # backbone children read (None: all but normalization)
+    num_workers: int = 0
+    # random walk (IRN's make_sem_seg_labels)
+    walk_radius: int = 5
+    beta: float = 10.0
+    exp_times: int = 8  # 2 ** exp_times steps
+    power: float = 1.0  # the walked maps raised to this power first (AMN: 1.3)
+    # background score after the walk; None: chosen on the tune split per method (swept like a method's t)
+    sem_seg_bg: float | None = None
+    walk_norm: Literal["global", "class"] = "global"  # IRN: divide by the max over all classes
+    max_bytes: int | None = 256 * 2**20  # working-set bound of the walk (None: unbounded, fastest)
+    flip_boundary: bool = True  # IRN's inference averages the boundary of the image and its flip
+
+    @model_validator(mode="after")
+    def _check_presets(self) -> IRNConfig:
+        settable = set(PRESET_FIELDS)
+        for method, preset in self.presets.items():
+            bad = sorted(set(preset) - settable)
+            if bad:
+                raise ValueError(f"irn.presets.{method}.{bad[0]}: a preset sets {', '.join(PRESET_FIELDS)}")
+        return self
+
+
+PRESET_FIELDS = ("fg_threshold", "bg_threshold", "power", "sem_seg_bg", "beta")
+
+
+def irn_settings(cfg: IRNConfig, method: str) -> IRNConfig:
+    """``cfg`` with the preset of ``method`` (its exact name, else ``amn`` for an AMN method) applied."""
+    preset = cfg.presets.get(method)
+    if preset is None and method.startswith("amn-"):
+        preset = cfg.presets.get("amn")
+    return cfg.model_copy(update=dict(preset)) if preset else cfg
 
 
 class SegConfig(_Model):
@@ -156,6 +227,7 @@ class RunConfig(_Model):
     maps: MapsConfig = Field(default_factory=MapsConfig)
     pseudo: PseudoConfig = Field(default_factory=PseudoConfig)
     amn: AMNConfig = Field(default_factory=AMNConfig)
+    irn: IRNConfig = Field(default_factory=IRNConfig)
     seg: SegConfig = Field(default_factory=SegConfig)
     train_segmenter: bool = True
 
@@ -246,6 +318,7 @@ def quick_profile(cfg: RunConfig) -> RunConfig:
             "quick": True,
             "classifier.epochs": min(cfg.classifier.epochs, 25),
             "amn.epochs": min(cfg.amn.epochs, 2),
+            "irn.epochs": min(cfg.irn.epochs, 2),
             "seg.epochs": min(cfg.seg.epochs, 10),
             "seg.methods": [m for m in cfg.seg.methods if m == "cam"],
             "maps.options": quick_options(cfg.maps.options),

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from wsss.pseudo import normalize_maps
 
 if TYPE_CHECKING:
-    from wsss.train.irn import IRNConfig
+    from wsss.config import IRNConfig
 
 FLOAT_BYTES = 4
 
@@ -284,22 +284,10 @@ def predict_boundary(branch: torch.nn.Module, image: np.ndarray, device: torch.d
     return branch.boundary(x, flip=flip)[0]
 
 
-@torch.no_grad()
-def irn_mask(maps: np.ndarray | torch.Tensor, classes: np.ndarray, boundary: torch.Tensor | np.ndarray,
-             image_size: tuple[int, int], cfg: IRNConfig) -> np.ndarray:
-    """IRN's semantic pseudo-mask of one image.
-
-    Args:
-        maps: ``(K', H, W)`` raw class maps of the present classes (as :func:`wsss.mapsio.load_maps`);
-            resized (bilinear) to ``image_size`` when they differ.
-        classes: ``(K',)`` their class ids (1..K).
-        boundary: ``(ceil(H/s), ceil(W/s))`` boundary map (:func:`predict_boundary`), ``s = cfg.stride``.
-        image_size: ``(H, W)``.
-        cfg: uses ``stride``, ``walk_radius``, ``beta``, ``exp_times``, ``sem_seg_bg``, ``walk_norm``,
-            ``max_bytes``.
-    Returns:
-        uint8 ``(H, W)``: 0 background or one of ``classes``.
-    """
+def _walk_bands(maps, classes, boundary, image_size, cfg, who: str):
+    """The walk of :func:`irn_mask` / :func:`irn_scores`: ``(classes, rw, bands, top, (H, W))``, ``rw``
+    None when there is no class. ``bands``: stride-rows processed together under ``cfg.max_bytes``; ``top``:
+    the normalizer of the upsampled scores ``(K', 1, 1)``."""
     hh, ww = (int(s) for s in image_size)
     classes = np.asarray(classes, dtype=np.int64).reshape(-1)
     boundary = torch.as_tensor(np.asarray(boundary) if not isinstance(boundary, torch.Tensor) else boundary,
@@ -307,21 +295,24 @@ def irn_mask(maps: np.ndarray | torch.Tensor, classes: np.ndarray, boundary: tor
     stride = int(cfg.stride)
     hs, ws = math.ceil(hh / stride), math.ceil(ww / stride)
     if tuple(boundary.shape) != (hs, ws):
-        raise ValueError(f"irn_mask: boundary is {tuple(boundary.shape)}, expected {(hs, ws)} for an image "
+        raise ValueError(f"{who}: boundary is {tuple(boundary.shape)}, expected {(hs, ws)} for an image "
                          f"of {(hh, ww)} at stride {stride}")
     maps_t = torch.as_tensor(np.asarray(maps) if not isinstance(maps, torch.Tensor) else maps,
                              dtype=torch.float32).to(boundary.device)
     if maps_t.shape[0] != classes.shape[0]:
-        raise ValueError(f"irn_mask: {maps_t.shape[0]} maps for {classes.shape[0]} class ids")
+        raise ValueError(f"{who}: {maps_t.shape[0]} maps for {classes.shape[0]} class ids")
     if maps_t.shape[0] == 0:
-        return np.zeros((hh, ww), np.uint8)
+        return classes, None, [], None, (hh, ww)
     if tuple(maps_t.shape[1:]) != (hh, ww):
         maps_t = F.interpolate(maps_t[None], size=(hh, ww), mode="bilinear", align_corners=False)[0]
     cams = maps_at_stride(maps_t, stride)
+    power = float(getattr(cfg, "power", 1.0))
+    if power != 1.0:  # AMN: the (max-normalized) maps raised to 1.3 before the walk
+        cams = cams.pow_(power)
     max_bytes = getattr(cfg, "max_bytes", None)
     rw = random_walk(cams, boundary, cfg.walk_radius, cfg.beta, cfg.exp_times, max_bytes)
-    # upsample + normalize + argmax in bands of rows (the upsampled scores never exist whole under max_bytes):
-    # per stride-row, about three (K' + 1) x stride x W float buffers
+    # upsample + normalize (+ argmax) in bands of rows (the upsampled scores never exist whole under
+    # max_bytes): per stride-row, about three (K' + 1) x stride x W float buffers
     k = rw.shape[0]
     rows = hs if max_bytes is None else max(1, int(max_bytes) // (3 * FLOAT_BYTES * (k + 1) * stride * ww))
     bands = [(r0, min(hs, r0 + rows)) for r0 in range(0, hs, rows)]
@@ -330,11 +321,54 @@ def irn_mask(maps: np.ndarray | torch.Tensor, classes: np.ndarray, boundary: tor
     for r0, r1 in bands:  # the maxima of the upsampled maps (IRN: the global max)
         top = torch.maximum(top, _upsampled_rows(rw, r0, r1, stride, (hh, ww)).flatten(1).amax(1))
     top = (top if per_class else top.max().expand(k)).clamp_min(1e-12)[:, None, None]
+    return classes, rw, bands, top, (hh, ww)
+
+
+@torch.no_grad()
+def irn_scores(maps: np.ndarray | torch.Tensor, classes: np.ndarray, boundary: torch.Tensor | np.ndarray,
+               image_size: tuple[int, int], cfg: IRNConfig) -> np.ndarray:
+    """The walk's class scores of one image, as :func:`irn_mask` thresholds them: ``(K', H, W)`` float32,
+    upsampled to ``image_size`` and divided by their max (global or per class, ``cfg.walk_norm``), so that
+    ``maps_to_mask(irn_scores(...), classes, t) == irn_mask(...)`` with ``sem_seg_bg = t``. Stored as the
+    maps of ``<method>+irn`` (a threshold sweep of the walk's background score costs one walk)."""
+    classes, rw, bands, top, (hh, ww) = _walk_bands(maps, classes, boundary, image_size, cfg, "irn_scores")
+    out = np.zeros((classes.shape[0], hh, ww), np.float32)
+    stride = int(cfg.stride)
+    for r0, r1 in bands:
+        up = _upsampled_rows(rw, r0, r1, stride, (hh, ww)).div_(top)
+        out[:, stride * r0: stride * r0 + up.shape[1]] = up.cpu().numpy()
+    return out
+
+
+@torch.no_grad()
+def irn_mask(maps: np.ndarray | torch.Tensor, classes: np.ndarray, boundary: torch.Tensor | np.ndarray,
+             image_size: tuple[int, int], cfg: IRNConfig, threshold: float | None = None) -> np.ndarray:
+    """IRN's semantic pseudo-mask of one image.
+
+    Args:
+        maps: ``(K', H, W)`` raw class maps of the present classes (as :func:`wsss.mapsio.load_maps`);
+            resized (bilinear) to ``image_size`` when they differ.
+        classes: ``(K',)`` their class ids (1..K).
+        boundary: ``(ceil(H/s), ceil(W/s))`` boundary map (:func:`predict_boundary`), ``s = cfg.stride``.
+        image_size: ``(H, W)``.
+        cfg: uses ``stride``, ``walk_radius``, ``beta``, ``exp_times``, ``power``, ``sem_seg_bg``,
+            ``walk_norm``, ``max_bytes``.
+        threshold: the background score (default ``cfg.sem_seg_bg``; one of them must be set).
+    Returns:
+        uint8 ``(H, W)``: 0 background or one of ``classes``.
+    """
+    t = cfg.sem_seg_bg if threshold is None else threshold
+    if t is None:
+        raise ValueError("irn_mask: no background threshold (cfg.sem_seg_bg is None and no threshold given)")
+    classes, rw, bands, top, (hh, ww) = _walk_bands(maps, classes, boundary, image_size, cfg, "irn_mask")
+    if rw is None:
+        return np.zeros((hh, ww), np.uint8)
+    stride = int(cfg.stride)
     keys = np.concatenate([[0], classes]).astype(np.uint8)
     mask = np.empty((hh, ww), np.uint8)
     for r0, r1 in bands:
         up = _upsampled_rows(rw, r0, r1, stride, (hh, ww)).div_(top)
         best, arg = up.max(0)
-        idx = torch.where(best > float(cfg.sem_seg_bg), arg + 1, 0)  # ties go to background (IRN's argmax)
+        idx = torch.where(best > float(t), arg + 1, 0)  # ties go to background (IRN's argmax)
         mask[stride * r0: stride * r0 + idx.shape[0]] = keys[idx.cpu().numpy()]
     return mask

@@ -171,6 +171,7 @@ class Results(_Record):
     timings: dict[str, float] = Field(default_factory=dict)
     amn: dict[str, Any] | None = None
     amn_variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    irn: dict[str, dict[str, Any]] = Field(default_factory=dict)  # IRN trained on each maps key (wsss train-irn)
     ablation: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod

@@ -63,7 +63,7 @@ def _family(method: str) -> str:
 
 def styles(keys: list[str], aliases: dict[str, list[str]] | None = None) -> dict[str, dict]:
     """One colour per method in every figure (from the registry's order, so a method keeps its colour whatever
-    else a figure shows); ``+crf`` / ``+irn`` dashed, another classifier (``@name``) dotted. ``aliases``: keys
+    else a figure shows); ``+crf`` dashed, ``+irn`` dash-dotted, another classifier (``@name``) dotted. ``aliases``: keys
     with identical scores drawn once, labelled ``cam = gradcam``."""
     from matplotlib import colormaps
 
@@ -81,7 +81,7 @@ def styles(keys: list[str], aliases: dict[str, list[str]] | None = None) -> dict
         idx = order.index(base) if base in order else len(order) + sum(map(ord, base))
         # tab20 pairs a dark and a light shade: even indices first, so neighbours in the registry differ
         colour = cmap((2 * idx) % 20 + (idx // 10) % 2)
-        style = "--" if rk.post else (":" if rk.classifier != "plain" else "-")
+        style = {"crf": "--", "irn": "-."}.get(rk.post or "", ":" if rk.classifier != "plain" else "-")
         out[k] = {"color": colour, "linestyle": style, "label": " = ".join([k, *(aliases or {}).get(k, [])])}
     return out
 
@@ -227,7 +227,8 @@ def cost_quality(points: list[dict], path: Path, st: dict | None = None) -> Path
     ax = axs[0, 0]
     for p in pts:
         x, y, colour = p["spi"], 100 * p["miou"], st[p["key"]]["color"]
-        ax.plot(x, y, "o", color=colour, mfc="white" if "+crf" in p["key"] else colour)
+        marker = "D" if "+irn" in p["key"] else "o"
+        ax.plot(x, y, marker, color=colour, mfc="white" if "+crf" in p["key"] else colour)
         ax.annotate(st[p["key"]]["label"], (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
         if p.get("seg") is not None:
             ax.plot(x, 100 * p["seg"], "s", color=colour, ms=6)

@@ -276,7 +276,8 @@ def cost_section(res: dict, order: list[str], fig_dir: Path, figures, st: dict |
             for p in pts]
     return "\n".join([
         "## Cost vs quality", "",
-        "Seconds per image to compute the maps (+ CRF where named), on this run's machine; the frontier "
+        "Seconds per image to compute the maps (+ CRF or IRN's boundary and walk where named; training stages "
+        "not included), on this run's machine; the frontier "
         "marks methods that no cheaper-or-equal method beats on mIoU@fixed.", "",
         _figure(fig_dir, "cost_quality.png", figures.cost_quality, pts, alt="mIoU vs seconds per image", st=st), "",
         md_table(["method", "s/image", "mIoU@fixed", "segmenter val mIoU", "frontier"], rows),

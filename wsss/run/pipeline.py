@@ -10,7 +10,7 @@ from wsss.config import RunConfig, quick_profile
 from wsss.errors import ConfigError, RunDirError
 from wsss.run import plan
 from wsss.run.rundir import Run, log, timed
-from wsss.run.stages import amn, classifier, fuse, maps, score, seg
+from wsss.run.stages import amn, classifier, fuse, irn, maps, score, seg
 from wsss.runtime import is_main
 
 QUICK_IMAGES = 120
@@ -18,14 +18,14 @@ QUICK_METHODS = ["cam", "gradcam", "saliency", "jigsaw", "jigsaw-cam"]
 # the headline methods (the study, cropsal and shufflecam included, lives in `wsss ablate`)
 DEMO_METHODS = ["cam", "gradcam", "saliency", "jigsaw", "jigsaw-cam", "amn"]
 HEADERS = {"classifier": "[1] classifier", "maps": "[2] localization maps", "fuse": "[2] localization maps",
-           "amn": "[2b] AMN", "score": "[3] pseudo-masks and scores", "seg": "[4] segmentation", "report": "[5] report"}
+           "amn": "[2b] AMN", "irn": "[2c] IRN", "score": "[3] pseudo-masks and scores", "seg": "[4] segmentation", "report": "[5] report"}
 MAIN_RANK_ONLY = ("score", "seg", "report")
 
 
 def run_pipeline(run: Run, methods: list[str] | None = None, progress: bool = True) -> dict:
-    """classifier -> maps -> pseudo-masks + scores (-> AMN -> segmenter) -> report, as planned by
-    :func:`wsss.run.plan.build`. Finished work is skipped: an existing classifier, AMN or segmenter, maps
-    already on disk."""
+    """classifier -> maps -> pseudo-masks + scores (-> AMN -> IRN -> segmenter) -> report, as planned by
+    :func:`wsss.run.plan.build` (post-processing: the config's ``pseudo.post``). Finished work is skipped: an
+    existing classifier, AMN, IRN or segmenter, maps already on disk."""
     jobs = plan.build(run.cfg, methods)
     t_all, header = time.time(), None
     for job in jobs:
@@ -56,6 +56,11 @@ def _execute(run: Run, job: plan.Job, progress: bool) -> None:
         else:
             log(f"  AMN on {src} maps ({m})")
             amn.train(run, src, progress=progress, name=m)
+    elif job.kind == "irn":
+        if irn.checkpoint(run, m).exists():
+            log(f"  {irn.checkpoint(run, m)}: trained already")
+        else:
+            irn.train(run, m, progress=progress)
     elif job.kind == "score":
         score.pseudo(run, m, progress=progress)
     elif job.kind == "seg":

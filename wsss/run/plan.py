@@ -14,6 +14,15 @@ maps are made on the train split exactly when something downstream trains on the
     score:cam ...         after each method's maps
     seg:cam, seg:gt       after score:cam
     report
+
+With post-processing (``wsss run --post crf,irn``, ``pseudo.post``) every scored method ``M`` also gets
+``score:M+crf`` (after ``score:M``: the CRF refines at M's tune-chosen t) and ``score:M+irn`` (after
+``maps:M`` and ``irn:<S>``, the IRN trained on the maps of ``S``: ``M`` itself under ``irn.from_maps: self``,
+whose maps are then also made on the train split)::
+
+    irn:cam               after classifier, maps:cam
+    score:cam+crf         after score:cam
+    score:cam+irn         after maps:cam, irn:cam
 """
 
 from __future__ import annotations
@@ -22,8 +31,9 @@ import dataclasses
 
 from wsss import localize
 from wsss.config import RunConfig
+from wsss.errors import ConfigError
 
-KINDS = ("classifier", "maps", "fuse", "amn", "score", "seg", "report")
+KINDS = ("classifier", "maps", "fuse", "amn", "irn", "score", "seg", "report")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,10 +71,24 @@ def _inputs(cfg: RunConfig, method: str) -> tuple[str, ...]:
     return ()
 
 
-def build(cfg: RunConfig, methods: list[str] | None = None) -> list[Job]:
-    """The jobs of a run, each after the jobs it needs (see the module docstring)."""
+def irn_source(cfg: RunConfig, method: str) -> str:
+    """The method whose maps train the IRN that walks ``method``'s maps (``irn.from_maps``)."""
+    return method if cfg.irn.from_maps == "self" else cfg.irn.from_maps
+
+
+def build(cfg: RunConfig, methods: list[str] | None = None, post: tuple[str, ...] | list[str] | None = None
+          ) -> list[Job]:
+    """The jobs of a run, each after the jobs it needs (see the module docstring); ``post``: the
+    post-processing steps scored for every method (default: the config's ``pseudo.post``)."""
     methods = methods_of(cfg, methods)
-    seg = [m for m in cfg.seg.methods if m in methods] if cfg.train_segmenter else []
+    post = tuple(dict.fromkeys(cfg.pseudo.post if post is None else post))
+    bad = [p for p in post if p not in ("crf", "irn")]
+    if bad:
+        raise ConfigError(f"--post {bad[0]}: unknown post-processing step (crf, irn)")
+    # a segmenter trains on a method's masks or on its +irn masks (the walk runs on the train split; dense-CRF
+    # masks exist only on the scored splits)
+    trainable = [*methods, *(f"{m}+irn" for m in methods if "irn" in post)]
+    seg = [m for m in cfg.seg.methods if m in trainable] if cfg.train_segmenter else []
     # every method whose maps are needed, with whether they are needed on the train split
     on_train: dict[str, bool] = {}
 
@@ -78,6 +102,12 @@ def build(cfg: RunConfig, methods: list[str] | None = None) -> list[Job]:
 
     for m in methods:
         need(m, m in seg)
+    irn_sources = list(dict.fromkeys(irn_source(cfg, m) for m in methods)) if "irn" in post else []
+    for src in irn_sources:  # IRN trains on its source's maps of the train split
+        need(src, True)
+    for m in methods:  # a segmenter on M+irn: M's walk on the train split needs M's maps there
+        if f"{m}+irn" in seg:
+            need(m, True)
     scored = (cfg.score_split, cfg.tune_split)
     train = (cfg.train_split,)
     jobs = [Job("classifier")]
@@ -93,7 +123,13 @@ def build(cfg: RunConfig, methods: list[str] | None = None) -> list[Job]:
         jobs.append(Job("amn", m, train, ("classifier", _maps_id(_inputs(cfg, m)[0]))))
     for m in amns:
         jobs.append(Job("maps", m, scored + train * on_train[m], (f"amn:{m}",)))
+    for src in irn_sources:
+        jobs.append(Job("irn", src, train, ("classifier", _maps_id(src))))
     jobs += [Job("score", m, after=(_maps_id(m),)) for m in methods]
+    if "crf" in post:
+        jobs += [Job("score", f"{m}+crf", after=(f"score:{m}",)) for m in methods]
+    if "irn" in post:
+        jobs += [Job("score", f"{m}+irn", scored, (_maps_id(m), f"irn:{irn_source(cfg, m)}")) for m in methods]
     if cfg.train_segmenter:
         jobs += [Job("seg", m, after=(f"score:{m}",)) for m in seg]
         if cfg.seg.ground_truth:

@@ -24,12 +24,13 @@ passes its weight decay as SGD's third positional argument, which is the momentu
 momentum of 1e-4; we use none. IRN trains its whole edge branch at the base rate (the x10 group is the
 displacement branch); ``head_lr_mult`` (default 1) multiplies the rate of the final 1x1 fuse conv only.
 Augmentation: random rescale (0.5, 1.5), flip, random crop (IRN: 512 px), via :class:`TrainSet`.
+
+The hyper-parameters are :class:`wsss.config.IRNConfig` (the run config's ``irn:`` section).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from wsss import models
+from wsss.config import IRNConfig
 from wsss.errors import RunDirError
 from wsss.irn import boundary_to_affinity, half_disk
 from wsss.models.irn import BoundaryBranch, build_irn
@@ -52,45 +54,6 @@ __all__ = [
 ]
 
 EPS = 1e-5
-
-
-@dataclass
-class IRNConfig:
-    """IRN hyper-parameters (defaults: the IRN paper / official code on VOC).
-
-    Labels: ``from_maps`` (the method whose maps give the IR labels), ``fg_threshold`` / ``bg_threshold`` /
-    ``crf`` / ``normalization`` as :class:`wsss.train.amn.IRLabels`. Training: ``radius`` (pairs, at the
-    boundary stride), ``epochs``, ``batch_size``, ``lr``, ``head_lr_mult``, ``weight_decay``, ``crop``
-    (None: the first image's side), ``scale``, ``flip``, ``stride`` (of the boundary map), ``taps``
-    (backbone children read; None: all but normalization), ``num_workers``. Walk (:func:`wsss.irn.irn_mask`):
-    ``walk_radius``, ``beta``, ``exp_times`` (``2 ** exp_times`` steps), ``sem_seg_bg`` (background
-    score after the walk), ``walk_norm`` (``global``: IRN's division by the max over all classes;
-    ``class``: per class), ``max_bytes`` (working-set bound of the walk; None: unbounded, fastest).
-    """
-
-    from_maps: str = "cam"
-    fg_threshold: float = 0.30
-    bg_threshold: float = 0.05
-    crf: bool | str = False
-    normalization: str = "max"
-    radius: int = 10
-    epochs: int = 3
-    batch_size: int = 32
-    lr: float = 0.1
-    head_lr_mult: float = 1.0
-    weight_decay: float = 1e-4
-    crop: int | None = None
-    scale: tuple[float, float] = (0.5, 1.5)
-    flip: bool = True
-    stride: int = 4
-    taps: tuple[str, ...] | None = None
-    num_workers: int = 0
-    walk_radius: int = 5
-    beta: float = 10.0
-    exp_times: int = 8
-    sem_seg_bg: float = 0.25
-    walk_norm: str = "global"
-    max_bytes: int | None = 256 * 2**20
 
 
 # ---- labels ----------------------------------------------------------------------------------------------
@@ -218,8 +181,7 @@ def fit_irn(train_ds, maps_dir: Path, classifier: nn.Module, cfg: IRNConfig, dev
                             "foreground": round(float(counts[1] / total), 4),
                             "ignored": round(float(counts[2] / total), 4)},
         "taps": list(net.taps), "stride": net.stride, "crop": crop, "images": len(train_ds.ids),
-        "world_size": world_size(), "config": {k: (list(v) if isinstance(v, tuple) else v)
-                                               for k, v in asdict(cfg).items()},
+        "world_size": world_size(), "config": cfg.model_dump(mode="json"),
     }
     return net, result
 

@@ -3,7 +3,8 @@
 The threshold t is chosen on the tune split (:func:`tune_threshold`); the score split is then swept and
 scored at that t (:func:`score_maps`: sweep, threshold-free AP, per-image oracle t, NDR recall, activation
 histograms) and its masks written; :func:`pseudo` records the result under its key in results.json.
-Dense-CRF masks (``+crf``) are made by :func:`crf_masks` and timed apart.
+Dense-CRF masks (``+crf``) are made by :func:`crf_masks` and timed apart; IRN's (``+irn``) are the stored
+walk scores of :mod:`wsss.run.stages.irn`, scored as maps (t is the walk's background score).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wsss.errors import RunDirError
+from wsss.errors import ConfigError, RunDirError
 from wsss.labelio import save_label_png
 from wsss.mapsio import load_maps
 from wsss.metrics import APAccumulator, ConfusionMatrix, NDRAccumulator, threshold_values
@@ -101,15 +102,20 @@ class MaskScores:
 
 
 def score_maps(run: Run, maps_dir: Path, norm: str, masks_dir: Path, reference_dir: Path | None = None,
-               crf: bool = False, crf_t: float | None = None, progress: bool = True) -> dict:
+               crf: bool = False, crf_t: float | None = None, progress: bool = True,
+               fixed: float | None = None) -> dict:
     """Score the maps in ``maps_dir`` on the run's score split, t chosen on its tune split (or ``crf_t``: with
     ``crf``, refine only at that threshold, the base method's tune-chosen t, instead of sweeping every
-    threshold through the CRF), and write the masks at the fixed t to ``masks_dir``."""
+    threshold through the CRF; or ``fixed``: a t set by the config, the sweep kept), and write the masks at
+    the fixed t to ``masks_dir``."""
     cfg = run.cfg.pseudo
     thresholds = threshold_values(cfg.t_start, cfg.t_stop, cfg.t_step)
     fixed_t, tune = None, None
     if crf and crf_t is not None:
         thresholds, fixed_t = [round(float(crf_t), 2)], round(float(crf_t), 2)
+    elif fixed is not None:
+        fixed_t = round(float(fixed), 2)
+        thresholds = sorted({*thresholds, fixed_t})
     elif run.cfg.tune_split:
         tune = tune_threshold(run.dataset(run.cfg.tune_split), maps_dir, norm, thresholds, cfg.t_step, crf, progress)
         fixed_t = tune["best"]["t"]
@@ -137,6 +143,8 @@ def score_maps(run: Run, maps_dir: Path, norm: str, masks_dir: Path, reference_d
         scores.update(nm, classes, gt, fixed_mask, masks, reference)
         save_label_png(masks_dir / f"{image_id}.png", fixed_mask)
     chosen_on = (f"{run.cfg.tune_split} (without CRF)" if crf and crf_t is not None else run.cfg.tune_split) or "self"
+    if fixed is not None and not crf:
+        chosen_on = "config"
     summary = scores.result(fixed_t, cfg.t_step, chosen_on, with_reference=reference_dir is not None)
     summary["per_class_iou"] = named(summary["per_class_iou"], ds.classes)
     summary["split"] = run.cfg.score_split
@@ -157,31 +165,59 @@ def reference_dir(run: Run) -> Path | None:
     return path if path.is_dir() else None
 
 
-def pseudo(run: Run, key: str, crf: bool = False, progress: bool = True, crf_sweep: bool = False) -> dict:
-    """Score the maps of result key ``key`` (``cam``, ``jigsaw@jigsaw-aug``; ``crf`` adds ``+crf``) and record
-    them in ``results["methods"]``."""
+def pseudo(run: Run, key: str, crf: bool = False, progress: bool = True, crf_sweep: bool = False,
+           irn: bool = False) -> dict:
+    """Score the maps of result key ``key`` (``cam``, ``jigsaw@jigsaw-aug``; ``crf`` / ``irn``, or a key
+    ``M+crf`` / ``M+irn``, post-process them) and record them in ``results["methods"]``.
+
+    ``+crf``: dense CRF at the base method's tune-chosen t (scored first when missing). ``+irn``: the walk
+    scores of ``M``'s IRN (:func:`wsss.run.stages.irn.walk`, computed where missing), t = the walk's background
+    score chosen on tune (or ``irn.sem_seg_bg``). ``seconds_per_image`` is the maps' + the post step's per
+    image; ``+irn`` also records ``walk_seconds_per_image`` and ``training_seconds_per_image`` (IRN's labels
+    + training amortized over its training images)."""
     from wsss.run.stages import maps
 
+    if crf and irn:
+        raise ConfigError("--crf and --irn: one post-processing step at a time (two result keys)")
     rk = ResultKey.parse(key)
-    rk = rk.with_post("crf" if crf else rk.post)
-    maps_dir = run.maps_dir(rk.maps_key)
-    if not maps_dir.is_dir():
-        first = (f"`wsss train-amn --run {run.path} --from-maps {amn.source(run, rk.method)}`, then "
-                 if amn.is_amn(rk.method) and not run.amn_path(rk.method).exists() else "")
-        raise RunDirError(f"{maps_dir}: no maps for {rk.maps_key} (run {first}`wsss maps --run {run.path} --method "
-                          f"{rk.maps_key.replace('@', ' --classifier ')}`)")
+    rk = rk.with_post("crf" if crf else "irn" if irn else rk.post)
+    crf = rk.post == "crf"
+    extra = {}
+    if rk.post == "irn":
+        from wsss.run.stages import irn as irn_stage
+
+        irn_stage.walk(run, str(rk), progress=progress)
+        maps_dir = run.maps_dir(str(rk))
+    else:
+        maps_dir = run.maps_dir(rk.maps_key)
+        if not maps_dir.is_dir():
+            first = (f"`wsss train-amn --run {run.path} --from-maps {amn.source(run, rk.method)}`, then "
+                     if amn.is_amn(rk.method) and not run.amn_path(rk.method).exists() else "")
+            raise RunDirError(f"{maps_dir}: no maps for {rk.maps_key} (run {first}`wsss maps --run {run.path} "
+                              f"--method {rk.maps_key.replace('@', ' --classifier ')}`)")
     norm = run.cfg.pseudo.norm_for(str(rk))
     base_t = None
     if crf and not crf_sweep:
         base = run.method_result(rk.with_post(None))
+        if base is None:
+            log(f"  {rk.with_post(None)} not scored yet: scoring it first (its tune-chosen t is the CRF's)")
+            pseudo(run, str(rk.with_post(None)), progress=progress)
+            base = run.method_result(rk.with_post(None))
         base_t = None if base is None else base.fixed.t
+    fixed = run.cfg.irn.sem_seg_bg if rk.post == "irn" else None
     with timed(run, f"pseudo/{rk}"):
         summary = score_maps(run, maps_dir, norm, run.masks_dir(str(rk)), reference_dir(run), crf=crf, crf_t=base_t,
-                             progress=progress)
+                             progress=progress, fixed=fixed)
     spi = maps.timing(run, rk.maps_key)["seconds_per_image"]
-    crf_spi = summary.pop("crf_seconds_per_image", 0.0)
-    summary["seconds_per_image"] = None if spi is None else spi + crf_spi
+    post_spi = summary.pop("crf_seconds_per_image", 0.0)
+    if rk.post == "irn":
+        cost = irn_stage.costs(run, str(rk))
+        post_spi = cost["walk"] or 0.0
+        extra = {"walk_seconds_per_image": cost["walk"], "training_seconds_per_image": cost["training"],
+                 "irn_from": cost["from_maps"]}
+    summary["seconds_per_image"] = None if spi is None else spi + post_spi
     summary["normalization"] = norm
+    summary.update(extra)
     record = MethodResult.model_validate(summary).dump()
     run.update_results("methods", str(rk), value=record)
     fixed, best = record["fixed"], record["best"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from wsss.errors import RunDirError
+from wsss.results import ResultKey
 from wsss.run.rundir import Run, log, timed
 
 
@@ -43,6 +44,11 @@ def train(run: Run, masks: str, progress: bool = True) -> dict:
     train_ds = run.dataset(run.cfg.train_split)
     if masks == "gt":
         mask_fn = train_ds.mask
+    elif ResultKey.parse(masks).post == "irn":  # the walk scores of the train split (IRN's make_sem_seg_labels)
+        from wsss.run.stages import irn
+
+        mask_fn = pseudo_mask_fn(run, masks)
+        irn.walk(run, masks, splits=(run.cfg.train_split,), progress=progress)
     else:
         mask_fn = pseudo_mask_fn(run, masks)
         gone = maps.missing(run, masks, train_ds.ids)
