@@ -27,17 +27,21 @@ def method_options(run: Run, method: str) -> dict:
 
 
 def localizer(run: Run, method: str, classifier: str = "plain") -> localize.Localizer:
-    """``method``'s localizer as the run configures it (a trained AMN for AMN methods; multi-scale / flip
-    around it when the config asks)."""
+    """``method``'s localizer as the run configures it, on classifier ``classifier`` (a trained AMN for AMN
+    methods, the one trained on ``<source>@<classifier>``; the classifier's checkpoint for methods that read its
+    training outputs; multi-scale / flip around it when the config asks and the maps come from the image)."""
     spec = localize.spec(method)
     if spec.requires == "amn":
         from wsss.run.stages import amn
 
-        return amn.localizer(run, method)
+        return amn.localizer(run, method, classifier=classifier)
     from wsss.run.stages import classifier as clf_stage
 
-    loc = spec.create(clf_stage.load(run, classifier), **method_options(run, method))
-    if run.cfg.maps.multiscale != (1.0,) or run.cfg.maps.flip:
+    opts = method_options(run, method)
+    if spec.requires == "checkpoint":  # maps from the classifier's training outputs (OAA bank, snapshots)
+        opts["checkpoint"] = run.classifier_path(classifier)
+    loc = spec.create(clf_stage.load(run, classifier), **opts)
+    if loc.from_image and (run.cfg.maps.multiscale != (1.0,) or run.cfg.maps.flip):
         loc = localize.MultiScale(loc, run.cfg.maps.multiscale, run.cfg.maps.flip)
     return loc
 
