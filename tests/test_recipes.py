@@ -430,3 +430,20 @@ def test_recipes_wired_through_the_run_directory(tiny_data, tmp_path, monkeypatc
     assert "amn-oaa@oaa" in results["methods"] and "amn-oaa@oaa" in results["amn_variants"]
     code, _, err = ok("train-amn", "--run", r, "--from-maps", "cam+crf@puzzle")
     assert code == 1 and "--from-maps" in err
+
+
+@pytest.mark.parametrize("base", ["voc12_resnet50", "coco14_resnet50"])
+@pytest.mark.parametrize("recipe", ["puzzle", "jigsaw-consistency", "oaa"])
+def test_real_data_presets_of_each_recipe(base, recipe):
+    from wsss.config import RunConfig
+
+    path = Path(__file__).resolve().parents[1] / "configs" / f"{base}_{recipe.replace('-', '_')}.yaml"
+    cfg = RunConfig.load(path)
+    plain = RunConfig.load(path.with_name(f"{base}.yaml"))
+    c = cfg.classifier
+    assert c.recipe == recipe and c.arch == "resnet50" and c.output_stride == 16
+    assert cfg.model_dump(exclude={"classifier", "maps"}) == plain.model_dump(exclude={"classifier", "maps"})
+    if recipe != "oaa":  # Puzzle-CAM's schedule: alpha 4 over the first half, batch 32, 15 epochs
+        assert (c.alpha, c.alpha_ramp, c.batch_size, c.epochs) == (4.0, 0.5, 32, 15)
+        assert c.crop % (c.puzzle_grid * 16) == 0
+    create_recipe(c)  # a valid recipe configuration
