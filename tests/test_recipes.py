@@ -396,6 +396,11 @@ def test_recipes_wired_through_the_run_directory(tiny_data, tmp_path, monkeypatc
         assert code == 0, err
         code, _, err = ok("pseudo", "--run", r, "--method", f"{method}@{clf}")
         assert code == 0, err
+    # a fusion of a named classifier fuses that classifier's stored maps (its inputs computed where missing)
+    code, _, err = ok("maps", "--run", r, "--method", "jigsaw-cam", "--classifier", "puzzle")
+    assert code == 0, err
+    assert json.loads((run.maps_dir("jigsaw-cam@puzzle") / "_timing.rank0.json").read_text())["fused_from"] == [
+        "cam@puzzle", "jigsaw@puzzle"]
     scored = json.loads((run.path / "results.json").read_text())["methods"]
     assert {"cam@puzzle", "oaa@oaa", "traj-cam@oaa"} <= set(scored)
     # the OAA method's maps are the bank's, as write_oaa_maps writes them

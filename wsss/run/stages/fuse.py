@@ -17,6 +17,7 @@ from wsss.errors import DataError
 from wsss.localize.fusion import REGION_PARAMS, fuse
 from wsss.mapsio import load_maps, save_maps
 from wsss.progress import progress_bar
+from wsss.results import ResultKey
 from wsss.run.rundir import Run
 from wsss.runtime import barrier, is_main, shard
 
@@ -46,21 +47,24 @@ def fuse_dirs(mode: str, base_dir: Path, fill_dir: Path, out_dir: Path, ids: lis
     return len(todo)
 
 
-def compute(run: Run, method: str, splits: tuple[str, ...], progress: bool = True) -> dict:
-    """The fusion's maps on ``splits``: its inputs' maps are computed where missing (with their own options),
-    then fused. Its recorded cost per image is the inputs' plus the fusion's own."""
+def compute(run: Run, method: str, splits: tuple[str, ...], progress: bool = True, classifier: str = "plain") -> dict:
+    """The fusion's maps on ``splits`` from its inputs' maps of classifier ``classifier`` (``jigsaw-cam@puzzle``
+    fuses ``cam@puzzle`` and ``jigsaw@puzzle``): the inputs' maps are computed where missing (with their own
+    options), then fused. Its recorded cost per image is the inputs' plus the fusion's own."""
     from wsss.run.stages import maps
 
     base, filler, mode, params = plan(run, method)
+    keys = [ResultKey(m, classifier).maps for m in (base, filler)]
     ids = run.split_ids(splits)
-    for source in (base, filler):
-        if maps.missing(run, source, ids):
-            maps.compute(run, source, splits=splits, progress=progress)
-    out = run.maps_dir(method)
+    for source, key in zip((base, filler), keys, strict=True):
+        if maps.missing(run, key, ids):
+            maps.compute(run, source, classifier, splits=splits, progress=progress)
+    key = ResultKey(method, classifier).maps
+    out = run.maps_dir(key)
     t0 = time.time()
-    n = fuse_dirs(mode, run.maps_dir(base), run.maps_dir(filler), out, shard(ids), progress,
-                  desc=f"maps {method} (fused)", **params)
-    per_image = sum(maps.timing(run, m)["seconds_per_image"] or 0.0 for m in (base, filler))
-    maps.add_timing(out, n, n * per_image + time.time() - t0, run.device, fused_from=[base, filler])
+    n = fuse_dirs(mode, run.maps_dir(keys[0]), run.maps_dir(keys[1]), out, shard(ids), progress,
+                  desc=f"maps {key} (fused)", **params)
+    per_image = sum(maps.timing(run, k)["seconds_per_image"] or 0.0 for k in keys)
+    maps.add_timing(out, n, n * per_image + time.time() - t0, run.device, fused_from=keys)
     barrier()
-    return maps.timing(run, method)
+    return maps.timing(run, key)

@@ -88,10 +88,10 @@ def compute(run: Run, method: str, classifier: str = "plain", splits: tuple[str,
     ``{"images": n, "seconds": s, "seconds_per_image": s/n}`` over every rank and resume."""
     spec = localize.spec(method)
     splits = run.scored_splits if splits is None else splits
-    if spec.is_fusion and classifier == "plain":
+    if spec.is_fusion:
         from wsss.run.stages import fuse
 
-        return fuse.compute(run, method, splits, progress=progress)
+        return fuse.compute(run, method, splits, progress=progress, classifier=classifier)
     device = run.device
     init_distributed(device)
     key = ResultKey(method, classifier).maps
