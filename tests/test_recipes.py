@@ -344,3 +344,111 @@ def test_train_classifier_runs_the_cam_recipes(recipe, tmp_path):
     state, result = _train(TinyDS(n=4), cfg, tmp_path)
     assert result["recipe"] == recipe and np.isfinite(result["loss_history"]).all()
     assert not any(k.startswith("model.") for k in state)  # the bare classifier is saved, not the CamNet
+
+
+# ---- wiring: train-cls --recipe, maps of any classifier, OAA / trajectory methods, AMN on keys with @ ---------
+def _cli(monkeypatch, capsys, *args):
+    import sys
+
+    from wsss.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["wsss", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_recipes_wired_through_the_run_directory(tiny_data, tmp_path, monkeypatch, capsys):
+    import json
+
+    from wsss import localize
+    from wsss.localize.trained import OAAMaps
+    from wsss.run import plan
+    from wsss.run.rundir import Run
+    from wsss.run.stages import maps as maps_stage
+    from wsss.train.recipes import write_oaa_maps
+
+    from .conftest import tiny_config
+
+    run = Run.create(tmp_path / "r", tiny_config(tiny_data, **{"maps.methods": ["cam"], "train_segmenter": False}))
+    r = str(run.path)
+    ok = lambda *a: _cli(monkeypatch, capsys, *a)  # noqa: E731
+    code, _, err = ok("train-cls", "--run", r, "--recipe", "puzzle", "--set", "classifier.alpha=2")
+    assert code == 0, err
+    code, _, err = ok("train-cls", "--run", r, "--recipe", "oaa", "--set", "classifier.snapshot_epochs=[1, 2]",
+                      "--set", "classifier.warmup_epochs=1")
+    assert code == 0, err
+    res = json.loads((run.path / "results.json").read_text())["classifiers"]
+    assert res["puzzle"]["recipe"] == "puzzle" and res["puzzle"]["config"]["alpha"] == 2
+    assert res["oaa"]["recipe"] == "oaa" and len(res["oaa"]["snapshots"]) == 2
+    assert Run(run.path).cfg.classifier.recipe == "plain"  # the run's config is left as it was
+    assert (run.path / "classifier@puzzle.pt").is_file() and (run.path / "classifier@oaa.oaa.pt").is_file()
+    # a setting outside the classifier section is refused
+    code, _, err = ok("train-cls", "--run", r, "--recipe", "puzzle", "--set", "amn.epochs=3")
+    assert code == 1 and "classifier.* settings only" in err
+
+    for method, clf in (("cam", "puzzle"), ("oaa", "oaa"), ("traj-cam", "oaa")):
+        code, out, err = ok("maps", "--run", r, "--method", method, "--classifier", clf)
+        assert code == 0, err
+        code, _, err = ok("pseudo", "--run", r, "--method", f"{method}@{clf}")
+        assert code == 0, err
+    # a fusion of a named classifier fuses that classifier's stored maps (its inputs computed where missing)
+    code, _, err = ok("maps", "--run", r, "--method", "jigsaw-cam", "--classifier", "puzzle")
+    assert code == 0, err
+    assert json.loads((run.maps_dir("jigsaw-cam@puzzle") / "_timing.rank0.json").read_text())["fused_from"] == [
+        "cam@puzzle", "jigsaw@puzzle"]
+    scored = json.loads((run.path / "results.json").read_text())["methods"]
+    assert {"cam@puzzle", "oaa@oaa", "traj-cam@oaa"} <= set(scored)
+    # the OAA method's maps are the bank's, as write_oaa_maps writes them
+    ds = run.dataset(run.cfg.score_split)
+    image_id = ds.ids[0]
+    write_oaa_maps(run.path / "classifier@oaa.oaa.pt", ds, tmp_path / "ref", ids=[image_id])
+    ref, ref_classes = load_maps(tmp_path / "ref" / f"{image_id}.npz")
+    got, classes = load_maps(run.maps_dir("oaa@oaa") / f"{image_id}.npz")
+    assert list(classes) == list(ref_classes) and np.allclose(got, ref, atol=1e-5)
+    # OAA maps belong to the image id: no multi-scale / flip views around them
+    run.cfg = run.cfg.with_updates(**{"maps.flip": True})
+    assert isinstance(maps_stage.localizer(run, "oaa", "oaa"), OAAMaps)
+    assert not isinstance(maps_stage.localizer(run, "cam", "oaa"), OAAMaps)
+    # a classifier not trained with the recipe / without snapshots: one clear line
+    code, _, err = ok("maps", "--run", r, "--method", "oaa", "--classifier", "puzzle")
+    assert code == 1 and "not oaa" in err
+    code, _, err = ok("maps", "--run", r, "--method", "traj-cam", "--classifier", "puzzle")
+    assert code == 1 and "snapshot_epochs" in err
+    # the pipeline plans maps for the methods that read the classifier's training outputs
+    assert "maps:oaa" in [j.id for j in plan.build(run.cfg, ["oaa", "traj-cam"])]
+    assert localize.spec("traj-jigsaw").stochastic
+
+    # AMN trained on the maps of a named classifier: keys with @
+    code, out, err = ok("train-amn", "--run", r, "--from-maps", "oaa@oaa")
+    assert code == 0, err
+    assert "amn-oaa@oaa" in out and (run.path / "amn-oaa@oaa.pt").is_file()
+    code, _, err = ok("maps", "--run", r, "--method", "amn-oaa", "--classifier", "oaa")
+    assert code == 0, err
+    code, _, err = ok("pseudo", "--run", r, "--method", "amn-oaa@oaa")
+    assert code == 0, err
+    results = json.loads((run.path / "results.json").read_text())
+    assert "amn-oaa@oaa" in results["methods"] and "amn-oaa@oaa" in results["amn_variants"]
+    code, _, err = ok("train-amn", "--run", r, "--from-maps", "cam+crf@puzzle")
+    assert code == 1 and "--from-maps" in err
+
+
+@pytest.mark.parametrize("base", ["voc12_resnet50", "coco14_resnet50"])
+@pytest.mark.parametrize("recipe", ["puzzle", "jigsaw-consistency", "oaa"])
+def test_real_data_presets_of_each_recipe(base, recipe):
+    from wsss.config import RunConfig
+
+    path = Path(__file__).resolve().parents[1] / "configs" / f"{base}_{recipe.replace('-', '_')}.yaml"
+    cfg = RunConfig.load(path)
+    plain = RunConfig.load(path.with_name(f"{base}.yaml"))
+    c = cfg.classifier
+    assert c.recipe == recipe and c.arch == "resnet50" and c.output_stride == 16
+    assert cfg.model_dump(exclude={"classifier", "maps"}) == plain.model_dump(exclude={"classifier", "maps"})
+    if recipe != "oaa":  # Puzzle-CAM's schedule: alpha 4 over the first half, batch 32, 15 epochs
+        assert (c.alpha, c.alpha_ramp, c.batch_size, c.epochs) == (4.0, 0.5, 32, 15)
+        assert c.crop % (c.puzzle_grid * 16) == 0
+    create_recipe(c)  # a valid recipe configuration

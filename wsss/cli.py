@@ -349,14 +349,26 @@ def train_cls(
     run_dir: Path = RunOpt,
     data: Path = typer.Option(None, "--data", help="Dataset (only to create a new run directory)."),
     labels: Path = LabelsOpt,
+    recipe: str = typer.Option(None, "--recipe", help="Training recipe: plain | jigsaw-aug | puzzle (Puzzle-CAM) | "
+                               "jigsaw-consistency (ours) | oaa (online attention accumulation); default the "
+                               "run's classifier.recipe."),
     jigsaw_aug: float = typer.Option(0.0, "--jigsaw-aug", help="Fraction of training images shuffled."),
     name: str = typer.Option(
-        None, "--name", help="Classifier name (default plain, or jigsaw-aug with --jigsaw-aug)."
+        None, "--name", help="Classifier name, the @<name> of result keys (default: the recipe; plain, or "
+        "jigsaw-aug with --jigsaw-aug)."
     ),
+    config: Path = typer.Option(None, "--config", help="Take the classifier settings of this YAML's classifier "
+                                "section (e.g. configs/voc12_resnet50_puzzle.yaml) instead of the run's."),
+    set_: list[str] = typer.Option(None, "--set", help="Classifier override KEY=VALUE, repeatable: --set "
+                                   "classifier.alpha=2 --set 'classifier.jigsaw_grids=[2,3]'."),
     epochs: int = typer.Option(None, "--epochs", help="Training epochs (default: the run's classifier.epochs)."),
     device: str = DeviceOpt,
 ):
-    """Train the multi-label classifier. Example: `wsss train-cls --run runs/r1 --jigsaw-aug 0.5`."""
+    """Train the multi-label classifier. Examples: `wsss train-cls --run runs/r1 --jigsaw-aug 0.5`;
+    `wsss train-cls --run runs/r1 --recipe puzzle` (then `wsss maps --run runs/r1 --method cam --classifier
+    puzzle`, `wsss pseudo --run runs/r1 --method cam@puzzle`); `wsss train-cls --run runs/r1 --recipe oaa`
+    (then `--method oaa --classifier oaa`)."""
+    from wsss.config import RunConfig
     from wsss.run.pipeline import build_config
     from wsss.run.rundir import Run
     from wsss.run.stages import classifier
@@ -364,10 +376,15 @@ def train_cls(
     if data is not None and not (run_dir / "config.yaml").exists():
         Run.create(run_dir, build_config(data=str(data), labels=str(labels) if labels else None))
     r = _run(run_dir, device)
+    if config is not None:
+        r.cfg = r.cfg.model_copy(update={"classifier": RunConfig.load(config).classifier})
+    overrides = _overrides(set_) if set_ else {}
     if epochs:
-        r.cfg = r.cfg.with_updates(**{"classifier.epochs": epochs})
-    name = name or ("jigsaw-aug" if jigsaw_aug > 0 else "plain")
-    classifier.train(r, name=name, jigsaw_aug=jigsaw_aug)
+        overrides["classifier.epochs"] = epochs
+    chosen = recipe or overrides.get("classifier.recipe") or r.cfg.classifier.recipe
+    name = name or (chosen if chosen != "plain" else ("jigsaw-aug" if jigsaw_aug > 0 else "plain"))
+    classifier.train(r, name=name, jigsaw_aug=None if "classifier.jigsaw_aug" in overrides else jigsaw_aug,
+                     recipe=recipe, overrides=overrides)
 
 
 @app.command()
@@ -416,13 +433,20 @@ def train_amn(
     from_maps: str = typer.Option(None, "--from-maps", help="Maps the AMN labels come from (default: the config's amn.from_maps, cam); method name amn-<maps> for others."),
     device: str = DeviceOpt,
 ):
-    """Train AMN on labels from a method's maps. Example: `wsss train-amn --run runs/r1 --from-maps cam`."""
+    """Train AMN on labels from a method's maps. Example: `wsss train-amn --run runs/r1 --from-maps cam`; maps of
+    another classifier: `--from-maps cam@puzzle` (AMN starts from that classifier; its method is then amn@puzzle,
+    `--from-maps oaa@oaa` gives amn-oaa@oaa)."""
+    from wsss.results import ResultKey
     from wsss.run.stages import amn, produce
 
     r = _run(run_dir, device)
     from_maps = from_maps or r.cfg.amn.from_maps
     produce.ensure(r, from_maps, (r.cfg.train_split,))
     amn.train(r, from_maps)
+    rk = ResultKey.parse(amn.name_for(r, from_maps or r.cfg.amn.from_maps))
+    print(f"trained {rk}; next: `wsss maps --run {run_dir} --method {rk.method}"
+          + (f" --classifier {rk.classifier}" if rk.classifier != "plain" else "") + f"`, `wsss pseudo --run {run_dir} "
+          f"--method {rk}`")
 
 
 @app.command("train-irn")
@@ -688,6 +712,7 @@ def methods():
         tags = [spec.normalization + " norm"] + (["stochastic"] if spec.stochastic else [])
         tags += [f"fuses {', '.join(spec.inputs)}"] if spec.is_fusion else []
         tags += ["needs a trained AMN"] if spec.requires == "amn" else []
+        tags += ["reads the classifier's training outputs"] if spec.requires == "checkpoint" else []
         print(f"  {spec.name:<14}{spec.summary} ({'; '.join(tags)})")
     print("  amn-<method>  AMN trained on <method>'s maps (e.g. amn-jigsaw-cam; `amn` uses amn.from_maps)")
     print("networks: " + ", ".join(models.available()))

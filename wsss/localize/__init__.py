@@ -14,9 +14,16 @@ shufflecam      ablation: CAM accumulated over shuffles                 ``locali
 jigsaw-cam      geo(CAM, jigsaw): geometric-mean fusion (ours)          ``localize/fusion.py``
 cropsal-cam     geo(CAM, cropsal): the same fusion with random crops    ``localize/fusion.py``
 amn             AMN (Lee et al. CVPR 2022), needs a trained AMN         ``localize/amn.py``
+oaa             OAA accumulated attention (Jiang et al. ICCV 2019),     ``localize/trained.py``
+                needs a classifier trained with ``--recipe oaa``
+traj-cam        CAM averaged over training snapshots (ours), needs      ``localize/trained.py``
+                ``classifier.snapshot_epochs``; also traj-saliency,
+                traj-jigsaw
 ==============  ======================================================  ============================
 
-``amn-<method>`` names AMN trained on ``<method>``'s maps (e.g. ``amn-jigsaw-cam``).
+``amn-<method>`` names AMN trained on ``<method>``'s maps (e.g. ``amn-jigsaw-cam``). Any method reads any
+trained classifier: result key ``<method>@<classifier>`` (``cam@puzzle``, ``oaa@oaa``; ``wsss train-cls --recipe``
+trains classifier ``<recipe>``).
 
 A new method is one module and one registration: a :class:`Localizer` subclass plus
 ``register(MethodSpec("name", Factory, ...))``. Other packages add methods through the ``wsss.methods``
@@ -31,7 +38,7 @@ import dataclasses
 from torch import nn
 
 from wsss.errors import ConfigError
-from wsss.localize import aggregate, amn, cam, fusion, gradients, jigsaw
+from wsss.localize import aggregate, amn, cam, fusion, gradients, jigsaw, trained
 from wsss.localize.aggregate import CropSaliency, SmoothGrad
 from wsss.localize.amn import AMNLocalizer
 from wsss.localize.base import Localizer, MethodSpec, MultiScale
@@ -39,6 +46,7 @@ from wsss.localize.cam import CAM, GradCAM, GradCAMPlusPlus
 from wsss.localize.fusion import Fused
 from wsss.localize.gradients import GradientLocalizer, Saliency
 from wsss.localize.jigsaw import Jigsaw, ShuffleCAM
+from wsss.localize.trained import OAAMaps, Trajectory
 
 ENTRY_POINT_GROUP = "wsss.methods"
 AMN_PREFIX = "amn-"
@@ -109,10 +117,10 @@ def create(name: str, model: nn.Module, **options) -> Localizer:
     return spec(name).create(model, **options)
 
 
-for _module in (cam, gradients, aggregate, jigsaw, fusion, amn):
+for _module in (cam, gradients, aggregate, jigsaw, fusion, amn, trained):
     for _spec in _module.SPECS:
         register(_spec)
 
 __all__ = ["CAM", "AMNLocalizer", "CropSaliency", "Fused", "GradCAM", "GradCAMPlusPlus", "GradientLocalizer",
-           "Jigsaw", "Localizer", "MethodSpec", "MultiScale", "Saliency", "ShuffleCAM", "SmoothGrad", "available",
-           "create", "register", "spec", "specs", "unregister"]
+           "Jigsaw", "Localizer", "MethodSpec", "MultiScale", "OAAMaps", "Saliency", "ShuffleCAM", "SmoothGrad",
+           "Trajectory", "available", "create", "register", "spec", "specs", "unregister"]

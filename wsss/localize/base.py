@@ -39,6 +39,9 @@ class Localizer(ABC):
 
     #: whether the method needs gradients (False for forward read-outs such as CAM).
     needs_grad: bool = True
+    #: whether the maps are computed from the pixels passed in (so multi-scale / flip views apply); False for
+    #: maps stored per image id during training (OAA's attention bank).
+    from_image: bool = True
 
     def __init__(self, model: nn.Module, seed: int = 0, **options):
         if options:
@@ -163,7 +166,9 @@ class MethodSpec:
         stochastic: draws random views (so it takes ``seed``, and chunking must not change its maps).
         normalization: how its raw maps are normalized before thresholding: ``max`` (CAM-like maps) or
             ``p99`` (heavy-tailed gradient maps: the 99th percentile, clipped to 1).
-        requires: ``classifier`` (a trained classifier) or ``amn`` (a trained AMN network).
+        requires: ``classifier`` (a trained classifier), ``amn`` (a trained AMN network) or ``checkpoint`` (what
+            the classifier's training left next to its checkpoint: the factory also gets ``checkpoint=<path>``,
+            e.g. OAA's attention bank, the training snapshots; see :mod:`wsss.localize.trained`).
         source: for ``requires="amn"``: the method whose maps AMN is trained on (``None``: the run's
             ``amn.from_maps``).
         quick: options used by ``--quick`` (e.g. fewer samples), below any the user sets.
@@ -178,7 +183,7 @@ class MethodSpec:
     summary: str = ""
     stochastic: bool = False
     normalization: Literal["max", "p99"] = "p99"
-    requires: Literal["classifier", "amn"] = "classifier"
+    requires: Literal["classifier", "amn", "checkpoint"] = "classifier"
     source: str | None = None
     quick: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     inputs: tuple[str, ...] = ()
@@ -188,8 +193,8 @@ class MethodSpec:
     def __post_init__(self):
         if self.normalization not in ("max", "p99"):
             raise ConfigError(f"method {self.name!r}: normalization must be max or p99")
-        if self.requires not in ("classifier", "amn"):
-            raise ConfigError(f"method {self.name!r}: requires must be classifier or amn")
+        if self.requires not in ("classifier", "amn", "checkpoint"):
+            raise ConfigError(f"method {self.name!r}: requires must be classifier, amn or checkpoint")
         if bool(self.inputs) != bool(self.fusion):
             raise ConfigError(f"method {self.name!r}: a fusion needs both inputs and fusion")
 

@@ -121,9 +121,9 @@ def classifiers(res: dict) -> str:
     if not clf:
         out.append("No classifier results.")
     else:
-        rows = [[name, c.get("arch", DASH), pct(c.get("jigsaw_aug")), pct(c.get("val_map")),
+        rows = [[name, c.get("arch", DASH), c.get("recipe", "plain"), pct(c.get("jigsaw_aug")), pct(c.get("val_map")),
                  secs(c.get("seconds"))] for name, c in clf.items()]
-        out.append(md_table(["classifier", "arch", "jigsaw-aug (% images)", "val mAP", "seconds"], rows))
+        out.append(md_table(["classifier", "arch", "recipe", "jigsaw-aug (% images)", "val mAP", "seconds"], rows))
     out += _scalars("AMN training", res.amn)
     return "\n".join(out)
 

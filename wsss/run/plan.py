@@ -112,7 +112,7 @@ def build(cfg: RunConfig, methods: list[str] | None = None, post: tuple[str, ...
     train = (cfg.train_split,)
     jobs = [Job("classifier")]
     order = list(dict.fromkeys([*methods, *on_train]))
-    plain = [m for m in order if not localize.spec(m).is_fusion and localize.spec(m).requires == "classifier"]
+    plain = [m for m in order if not localize.spec(m).is_fusion and localize.spec(m).requires != "amn"]
     fused = [m for m in order if localize.spec(m).is_fusion]
     amns = [m for m in order if localize.spec(m).requires == "amn"]
     for m in plain:

@@ -1,7 +1,9 @@
 """Stage: AMN (Lee et al. CVPR 2022) trained on a method's maps, and its localizer.
 
 ``amn`` is trained on the run's ``amn.from_maps`` (CAM by default), ``amn-<method>`` on ``<method>``'s maps;
-the checkpoint is ``RUN/<name>.pt``.
+the checkpoint is ``RUN/<name>.pt``. Maps of another classifier (``--from-maps cam@puzzle``) give AMN method
+``amn@puzzle`` / ``amn-<method>@<classifier>`` (result key ``amn-oaa@oaa``): its backbone starts from that
+classifier, its labels come from ``<method>@<classifier>``'s maps.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from pathlib import Path
 
 from wsss import localize
 from wsss.errors import ConfigError, RunDirError
+from wsss.results import ResultKey
 from wsss.run.rundir import Run, timed
 from wsss.run.stages import maps
 from wsss.train.common import load_checkpoint
@@ -25,8 +28,22 @@ def source(run: Run, method: str) -> str:
 
 
 def name_for(run: Run, from_maps: str) -> str:
-    """The method name of AMN trained on ``from_maps`` (``amn`` for the config's ``amn.from_maps``)."""
-    return "amn" if from_maps == run.cfg.amn.from_maps else f"amn-{from_maps}"
+    """The result key of AMN trained on maps key ``from_maps`` (``amn`` for the config's ``amn.from_maps``;
+    ``cam@puzzle`` -> ``amn@puzzle``, ``oaa@oaa`` -> ``amn-oaa@oaa``)."""
+    rk = ResultKey.parse(from_maps)
+    method = "amn" if rk.method == run.cfg.amn.from_maps else f"amn-{rk.method}"
+    return ResultKey(method, rk.classifier).maps
+
+
+def _maps_key(from_maps: str) -> ResultKey:
+    try:
+        rk = ResultKey.parse(from_maps)
+    except ValueError as exc:
+        raise ConfigError(f"--from-maps {from_maps}: {exc}") from None
+    if rk.post or rk.method not in localize.available() or localize.spec(rk.method).requires == "amn":
+        raise ConfigError(f"--from-maps {from_maps}: not the maps of a localization method (<method>[@<classifier>], "
+                          f"method one of {', '.join(m for m in localize.available() if m != 'amn')})")
+    return rk
 
 
 def train(run: Run, from_maps: str | None = None, progress: bool = True, amn_cfg=None, out: Path | None = None,
@@ -38,19 +55,18 @@ def train(run: Run, from_maps: str | None = None, progress: bool = True, amn_cfg
     from wsss.run.stages import classifier
     from wsss.train.amn import train_amn
 
-    from_maps = from_maps or run.cfg.amn.from_maps
-    if from_maps not in localize.available():
-        raise ConfigError(f"--from-maps {from_maps}: not a localization method ({', '.join(localize.available())})")
+    rk = _maps_key(from_maps or run.cfg.amn.from_maps)
+    from_maps = rk.maps
     cfg = (amn_cfg or run.cfg.amn).model_copy(update={"from_maps": from_maps})
     name = name or name_for(run, from_maps)
     gone = maps.missing(run, from_maps, run.dataset(run.cfg.train_split).ids)
     if gone:
         raise RunDirError(f"{run.maps_dir(from_maps) / (gone[0] + '.npz')}: AMN trains on {from_maps}'s maps of the "
                           f"train split, which are missing (`wsss train-amn` computes them)")
-    ckpt = load_checkpoint(run.classifier_path(), "classifier", ("arch",), command="wsss train-cls")
+    ckpt = load_checkpoint(run.classifier_path(rk.classifier), "classifier", ("arch",), command="wsss train-cls")
     arch_kwargs = {} if ckpt.get("output_stride") is None else {"output_stride": ckpt["output_stride"]}
     with timed(run, f"train-{name}" if out is None else f"train-amn-study/{out.stem}"):
-        res = train_amn(run.dataset(run.cfg.train_split), run.maps_dir(from_maps), classifier.load(run), cfg,
+        res = train_amn(run.dataset(run.cfg.train_split), run.maps_dir(from_maps), classifier.load(run, rk.classifier), cfg,
                         out or run.amn_path(name), run.device, seed=run.cfg.seed, progress=progress,
                         arch=ckpt["arch"], arch_kwargs=arch_kwargs)
     if out is None:
@@ -62,13 +78,14 @@ def train(run: Run, from_maps: str | None = None, progress: bool = True, amn_cfg
 
 
 def localizer(run: Run, method: str = "amn", checkpoint: Path | None = None, from_maps: str | None = None,
-              amn_cfg=None) -> localize.Localizer:
-    """AMN's official inference from a checkpoint (default ``RUN/<method>.pt``): its own flip/scales over
-    logits, the raw probabilities kept on the confident background of the labels it was trained on."""
+              amn_cfg=None, classifier: str = "plain") -> localize.Localizer:
+    """AMN's official inference from a checkpoint (default ``RUN/<method>[@<classifier>].pt``): its own
+    flip/scales over logits, the raw probabilities kept on the confident background of the labels it was
+    trained on (``<source>@<classifier>``'s maps)."""
     from wsss.train.amn import IRLabels, load_amn
 
-    from_maps = from_maps or source(run, method)
-    checkpoint = checkpoint or run.amn_path(method)
+    from_maps = from_maps or ResultKey(source(run, method), classifier).maps
+    checkpoint = checkpoint or run.amn_path(ResultKey(method, classifier).maps)
     if not checkpoint.exists():
         raise RunDirError(
             f"{checkpoint}: no trained AMN (run `wsss train-amn --run {run.path} --from-maps {from_maps}` first)"
@@ -79,6 +96,8 @@ def localizer(run: Run, method: str = "amn", checkpoint: Path | None = None, fro
     return localize.create("amn", load_amn(checkpoint, run.device), **opts)
 
 
-def compute_maps(run: Run, method: str, splits: tuple[str, ...] | None = None, progress: bool = True) -> dict:
-    """Maps of AMN method ``method`` from its trained network (``RUN/<method>.pt``)."""
-    return maps.compute(run, method, splits=splits, progress=progress, loc=localizer(run, method))
+def compute_maps(run: Run, method: str, splits: tuple[str, ...] | None = None, progress: bool = True,
+                 classifier: str = "plain") -> dict:
+    """Maps of AMN method ``method`` from its trained network (``RUN/<method>[@<classifier>].pt``)."""
+    return maps.compute(run, method, classifier, splits=splits, progress=progress,
+                        loc=localizer(run, method, classifier=classifier))

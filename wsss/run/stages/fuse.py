@@ -17,6 +17,7 @@ from wsss.errors import DataError, RunDirError
 from wsss.localize.fusion import REGION_PARAMS, fuse
 from wsss.mapsio import load_maps, save_maps
 from wsss.progress import progress_bar
+from wsss.results import ResultKey
 from wsss.run.rundir import Run
 from wsss.run.stages import maps
 from wsss.runtime import barrier, is_main, shard
@@ -47,22 +48,25 @@ def fuse_dirs(mode: str, base_dir: Path, fill_dir: Path, out_dir: Path, ids: lis
     return len(todo)
 
 
-def compute(run: Run, method: str, splits: tuple[str, ...], progress: bool = True) -> dict:
-    """The fusion's maps on ``splits``, fused from its inputs' stored maps (which must be there: the plan, or
-    :func:`wsss.run.stages.produce.maps_of`, computes them first). Its recorded cost per image is the
-    inputs' plus the fusion's own."""
+def compute(run: Run, method: str, splits: tuple[str, ...], progress: bool = True, classifier: str = "plain") -> dict:
+    """The fusion's maps on ``splits`` from its inputs' stored maps of classifier ``classifier``
+    (``jigsaw-cam@puzzle`` fuses ``cam@puzzle`` and ``jigsaw@puzzle``), which must be there (the plan, or
+    :func:`wsss.run.stages.produce.maps_of`, computes them first). Its recorded cost per image is the inputs' plus
+    the fusion's own."""
     base, filler, mode, params = plan(run, method)
+    keys = [ResultKey(m, classifier).maps for m in (base, filler)]
     ids = run.split_ids(splits)
-    for source in (base, filler):
-        gone = maps.missing(run, source, ids)
+    for key in keys:
+        gone = maps.missing(run, key, ids)
         if gone:
-            raise RunDirError(f"{run.maps_dir(source) / (gone[0] + '.npz')}: {method} fuses {source}'s maps, which are "
+            raise RunDirError(f"{run.maps_dir(key) / (gone[0] + '.npz')}: {method} fuses {key}'s maps, which are "
                               f"missing (run `wsss maps --run {run.path} --method {method}`)")
-    out = run.maps_dir(method)
+    key = ResultKey(method, classifier).maps
+    out = run.maps_dir(key)
     t0 = time.time()
-    n = fuse_dirs(mode, run.maps_dir(base), run.maps_dir(filler), out, shard(ids), progress,
-                  desc=f"maps {method} (fused)", **params)
-    per_image = sum(maps.timing(run, m)["seconds_per_image"] or 0.0 for m in (base, filler))
-    maps.add_timing(out, n, n * per_image + time.time() - t0, run.device, fused_from=[base, filler])
+    n = fuse_dirs(mode, run.maps_dir(keys[0]), run.maps_dir(keys[1]), out, shard(ids), progress,
+                  desc=f"maps {key} (fused)", **params)
+    per_image = sum(maps.timing(run, k)["seconds_per_image"] or 0.0 for k in keys)
+    maps.add_timing(out, n, n * per_image + time.time() - t0, run.device, fused_from=keys)
     barrier()
-    return maps.timing(run, method)
+    return maps.timing(run, key)

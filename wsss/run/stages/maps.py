@@ -27,12 +27,17 @@ def method_options(run: Run, method: str) -> dict:
 
 
 def localizer(run: Run, method: str, classifier: str = "plain") -> localize.Localizer:
-    """``method``'s localizer on trained classifier ``classifier``, as the run configures it (multi-scale /
-    flip around it when the config asks)."""
+    """``method``'s localizer on trained classifier ``classifier``, as the run configures it (for methods that read
+    the classifier's training outputs, its checkpoint too; multi-scale / flip around it when the config asks and
+    the maps come from the image)."""
     from wsss.run.stages import classifier as clf_stage
 
-    loc = localize.spec(method).create(clf_stage.load(run, classifier), **method_options(run, method))
-    if run.cfg.maps.multiscale != (1.0,) or run.cfg.maps.flip:
+    spec = localize.spec(method)
+    opts = method_options(run, method)
+    if spec.requires == "checkpoint":  # maps from the classifier's training outputs (OAA bank, snapshots)
+        opts["checkpoint"] = run.classifier_path(classifier)
+    loc = spec.create(clf_stage.load(run, classifier), **opts)
+    if loc.from_image and (run.cfg.maps.multiscale != (1.0,) or run.cfg.maps.flip):
         loc = localize.MultiScale(loc, run.cfg.maps.multiscale, run.cfg.maps.flip)
     return loc
 

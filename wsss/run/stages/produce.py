@@ -17,18 +17,18 @@ def maps_of(run: Run, key: str, splits: tuple[str, ...] | None = None, progress:
     rk = ResultKey.parse(key)
     splits = run.scored_splits if splits is None else splits
     spec = localize.spec(rk.method)
-    if rk.classifier == "plain" and spec.is_fusion:
+    if spec.is_fusion:
         base, filler, _, _ = fuse.plan(run, rk.method)
         for source in (base, filler):
-            ensure(run, source, splits, progress)
-        return fuse.compute(run, rk.method, splits, progress=progress)
+            ensure(run, ResultKey(source, rk.classifier).maps, splits, progress)
+        return fuse.compute(run, rk.method, splits, progress=progress, classifier=rk.classifier)
     if spec.requires == "amn":
-        if not run.amn_path(rk.method).exists():
-            source = amn.source(run, rk.method)
+        if not run.amn_path(rk.maps).exists():
+            source = ResultKey(amn.source(run, rk.method), rk.classifier).maps
             ensure(run, source, (run.cfg.train_split,), progress)
-            log(f"  AMN on {source} maps ({rk.method})")
-            amn.train(run, source, progress=progress, name=rk.method)
-        return amn.compute_maps(run, rk.method, splits, progress=progress)
+            log(f"  AMN on {source} maps ({rk.maps})")
+            amn.train(run, source, progress=progress, name=rk.maps)
+        return amn.compute_maps(run, rk.method, splits, progress=progress, classifier=rk.classifier)
     return maps.compute(run, rk.method, rk.classifier, splits=splits, progress=progress)
 
 

@@ -1,0 +1,102 @@
+"""The recipes study's table (benchmarks/recipes_study.sh): every scored key of the given runs with its quality
+and its cost side by side, mean +- sd over the runs (seeds) where there are several.
+
+    python benchmarks/recipes_table.py runs/rec/run_0 [runs/rec/run_1 ...] --out benchmarks/results/recipes_v2
+
+writes OUT.json and OUT.txt (a markdown table). Quality: fixed-t mIoU (t chosen on tune, scored on train),
+precision / recall at that t, NDR recall, robust width, AP. Cost: seconds to train what the maps need (the
+classifier named after the @, the plain one otherwise, + AMN where the key is an AMN method) and map seconds per
+image (+ CRF seconds where the key says +crf), as recorded by the run on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+COLUMNS = [("miou", "mIoU@fixed"), ("precision", "P"), ("recall", "R"), ("ndr_recall", "NDR R"),
+           ("robust_width", "width"), ("ap", "AP"), ("train_seconds", "train s"), ("seconds_per_image", "maps s/img")]
+
+
+def _key_parts(key: str) -> tuple[str, str, str | None]:
+    base, _, clf = key.partition("@")
+    method, _, post = base.partition("+")
+    return method, clf or "plain", post or None
+
+
+def row(res: dict, key: str) -> dict:
+    m = res["methods"][key]
+    method, clf, _ = _key_parts(key)
+    classifiers = res.get("classifiers", {})
+    train = classifiers.get(clf, {}).get("seconds")
+    if method.startswith("amn"):
+        amn_name = _key_parts(key)[0] + ("" if clf == "plain" else f"@{clf}")
+        amn = res.get("amn") if amn_name == "amn" else res.get("amn_variants", {}).get(amn_name)
+        train = None if train is None or not amn else train + amn.get("seconds", 0.0)
+    return {
+        "miou": m["fixed"]["miou"], "precision": m["fixed"]["precision"], "recall": m["fixed"]["recall"],
+        "ndr_recall": m.get("ndr_recall"), "robust_width": m.get("robust_width"), "ap": m.get("ap"),
+        "t": m["fixed"]["t"], "train_seconds": train, "seconds_per_image": m.get("seconds_per_image"),
+    }
+
+
+def summarize(runs: list[Path]) -> dict:
+    per_run = [json.loads((r / "results.json").read_text()) for r in runs]
+    keys = sorted({k for res in per_run for k in res.get("methods", {})})
+    table = {}
+    for key in keys:
+        rows = [row(res, key) for res in per_run if key in res.get("methods", {})]
+        cell = {}
+        for col in [c for c, _ in COLUMNS] + ["t"]:
+            vals = [r[col] for r in rows if r[col] is not None]
+            cell[col] = None if not vals else {"mean": statistics.fmean(vals),
+                                                "sd": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n": len(vals)}
+        table[key] = cell
+    return {"runs": [str(r) for r in runs], "methods": table}
+
+
+def _fmt(col: str, c) -> str:
+    if c is None:
+        return "—"
+    pm = f" ± {c['sd'] * (100 if col in PCT else 1):.1f}" if c["n"] > 1 else ""
+    if col in PCT:
+        return f"{100 * c['mean']:.1f}{pm}"
+    if col == "robust_width":
+        return f"{c['mean']:.2f}"
+    if col == "seconds_per_image":
+        return f"{c['mean']:.4f}"
+    return f"{c['mean']:.0f}"
+
+
+PCT = ("miou", "precision", "recall", "ndr_recall", "ap")
+
+
+def markdown(summary: dict) -> str:
+    rows = sorted(summary["methods"].items(), key=lambda kv: -kv[1]["miou"]["mean"])
+    n = max(c["miou"]["n"] for _, c in rows) if rows else 0
+    head = "| key | " + " | ".join(h for _, h in COLUMNS) + " | t |"
+    out = [f"{len(summary['runs'])} run(s) ({', '.join(summary['runs'])}); n = seeds per key (max {n})", "", head,
+           "|" + "---|" * (len(COLUMNS) + 2)]
+    for key, c in rows:
+        out.append(f"| {key} | " + " | ".join(_fmt(col, c[col]) for col, _ in COLUMNS) + f" | {c['t']['mean']:.2f} |")
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--out", type=Path, help="write OUT.json and OUT.txt")
+    args = ap.parse_args()
+    summary = summarize(args.runs)
+    text = markdown(summary)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
+        args.out.with_suffix(".txt").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
