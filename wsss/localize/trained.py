@@ -17,14 +17,95 @@ The maps stage builds them with ``checkpoint=<the classifier's checkpoint>`` (``
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from pathlib import Path
+
+import torch
 
 from wsss.errors import ConfigError, DataError, RunDirError
 from wsss.localize.base import Localizer, MethodSpec, upsample
+from wsss.models.checkpoint import load_checkpoint, load_classifier
+
+
+class AttentionBank:
+    """Per image id and class index (0-based), the running element-wise max of normalized attention maps at
+    feature resolution, on CPU as float16. :meth:`save` / :meth:`load` make it resumable."""
+
+    def __init__(self):
+        self.maps: dict[str, dict[int, torch.Tensor]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.maps.values())
+
+    def has(self, image_id, cls: int) -> bool:
+        return int(cls) in self.maps.get(str(image_id), {})
+
+    def update(self, image_id, cls: int, att: torch.Tensor) -> None:
+        """Fuse ``att`` ``(h, w)`` (in [0, 1]) by element-wise max (stored as-is the first time)."""
+        att = att.detach().to("cpu", torch.float16)
+        entry = self.maps.setdefault(str(image_id), {})
+        old = entry.get(int(cls))
+        if old is not None and old.shape != att.shape:
+            raise ValueError(f"attention of {image_id} class {cls}: {tuple(att.shape)} vs stored {tuple(old.shape)}")
+        entry[int(cls)] = att.clone() if old is None else torch.maximum(old, att)
+
+    def get(self, image_id) -> dict[int, torch.Tensor]:
+        return self.maps.get(str(image_id), {})
+
+    def merge(self, other: AttentionBank) -> AttentionBank:
+        for image_id, entry in other.maps.items():
+            for cls, att in entry.items():
+                self.update(image_id, cls, att)
+        return self
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        torch.save({"maps": self.maps}, tmp)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> AttentionBank:
+        bank = cls()
+        bank.maps = torch.load(Path(path), map_location="cpu", weights_only=True)["maps"]
+        return bank
+
+
+class TrajectoryMaps:
+    """Maps accumulated over the classifier's training trajectory (ours, OAA-style): the mean over snapshot
+    checkpoints of the maps of one registered localizer (``cam``, ``saliency``, ...), each divided by its max
+    per image and class. Same ``attribute`` signature as a localizer (maps ``(B, K, H, W)`` in [0, 1], zero for
+    absent classes)."""
+
+    def __init__(self, snapshots: Sequence[str | Path], method: str = "cam", device: torch.device | str = "cpu",
+                 seed: int = 0, **options):
+        from wsss.localize import create
+
+        if not snapshots:
+            raise ConfigError("trajectory maps need at least one snapshot (classifier.snapshot_epochs)")
+        self.models = [load_classifier(Path(p), device) for p in snapshots]
+        self.localizers = [create(method, m, seed=seed, **options) for m in self.models]
+
+    def attribute(self, images: torch.Tensor, labels: torch.Tensor, ids: Sequence | None = None) -> torch.Tensor:
+        total = None
+        for loc in self.localizers:
+            maps = loc.attribute(images, labels, ids)
+            maps = maps / maps.flatten(2).amax(2).clamp_min(1e-12)[:, :, None, None]
+            total = maps if total is None else total + maps
+        return total / len(self.localizers)
+
+
+def trajectory_maps(snapshots: Sequence[str | Path], images: torch.Tensor, labels: torch.Tensor,
+                    method: str = "cam", ids: Sequence | None = None, device: torch.device | str | None = None,
+                    **options) -> torch.Tensor:
+    """One-shot :class:`TrajectoryMaps` (loads the snapshots each call; keep a TrajectoryMaps for many
+    batches)."""
+    device = images.device if device is None else device
+    return TrajectoryMaps(snapshots, method, device, **options).attribute(images, labels, ids)
 
 
 def _checkpoint_result(checkpoint: str | Path | None, method: str) -> tuple[Path, dict]:
-    from wsss.train.common import load_checkpoint
 
     if checkpoint is None:
         raise ConfigError(f"method {method!r} reads the classifier's training outputs: pass checkpoint=<classifier .pt> "
@@ -42,7 +123,7 @@ def oaa_bank_files(checkpoint: Path) -> list[Path]:
 
 class OAAMaps(Localizer):
     """OAA's accumulated attention of each training image, read from the bank that ``--recipe oaa`` saved next
-    to the checkpoint (:class:`wsss.train.recipes.AttentionBank`), bilinearly upsampled to the input size. The
+    to the checkpoint (:class:`AttentionBank`), bilinearly upsampled to the input size. The
     maps belong to the image id, not to the pixels passed in: images outside the training split have none
     (:class:`DataError`), and multi-scale / flip views do not apply (``from_image = False``)."""
 
@@ -50,7 +131,6 @@ class OAAMaps(Localizer):
     from_image = False
 
     def __init__(self, model, checkpoint: str | Path | None = None, seed: int = 0, **options):
-        from wsss.train.recipes import AttentionBank
 
         super().__init__(model, seed=seed, **options)
         checkpoint, result = _checkpoint_result(checkpoint, "oaa")
@@ -90,7 +170,6 @@ class Trajectory(Localizer):
     localizer (e.g. ``samples`` for ``traj-jigsaw``)."""
 
     def __init__(self, model, checkpoint: str | Path | None = None, inner: str = "cam", seed: int = 0, **options):
-        from wsss.train.recipes import TrajectoryMaps
 
         super().__init__(model, seed=seed)
         checkpoint, result = _checkpoint_result(checkpoint, f"traj-{inner}")

@@ -14,8 +14,9 @@ from wsss import models
 from wsss.config import ClassifierConfig
 from wsss.data.transforms import to_tensor
 from wsss.metrics import multilabel_map
+from wsss.models.checkpoint import load_classifier  # noqa: F401 (re-exported)
 from wsss.runtime import init_distributed, is_main, world_size
-from wsss.train.common import TrainSet, freeze_batchnorm, load_checkpoint, run_epochs, save_checkpoint, unwrap
+from wsss.train.common import TrainSet, freeze_batchnorm, run_epochs, save_checkpoint, unwrap
 from wsss.train.recipes import create_recipe, jigsaw_batch, snapshot_path  # noqa: F401 (jigsaw_batch: re-export)
 
 
@@ -134,18 +135,3 @@ def evaluate_map(model: torch.nn.Module, ds, device: torch.device, batch_size: i
             flush()
     flush()
     return float(multilabel_map(torch.cat(scores).numpy(), np.stack(labels)))
-
-
-def load_classifier(path: Path, device: torch.device | str = "cpu") -> torch.nn.Module:
-    """Rebuild a trained classifier from its checkpoint (``weights_only=True``)."""
-    ckpt = load_checkpoint(path, "classifier", ("arch", "num_classes", "model"), command="wsss train-cls")
-    kwargs = {} if ckpt.get("output_stride") is None else {"output_stride": ckpt["output_stride"]}
-    model = models.create(ckpt["arch"], ckpt["num_classes"], **kwargs)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as exc:
-        from wsss.errors import RunDirError
-
-        first = str(exc).strip().splitlines()[0]
-        raise RunDirError(f"{path}: weights do not fit the classifier ({first})") from exc
-    return model.to(device).eval()

@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 from wsss.data.transforms import random_scale_crop, to_tensor
 from wsss.errors import DataError, RunDirError
+from wsss.models.checkpoint import load_checkpoint  # noqa: F401 (re-exported)
 from wsss.progress import progress_bar
 from wsss.runtime import is_main
 
@@ -105,32 +106,6 @@ def _disk_full(exc: BaseException) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
-
-
-def load_checkpoint(path: str | Path, what: str, keys: tuple[str, ...] = (), command: str = "") -> dict:
-    """``torch.load(path, weights_only=True)`` of a checkpoint dict that must hold ``keys``.
-
-    :class:`RunDirError` naming the file when it is missing, or ``file is empty or corrupt`` when it is
-    empty, truncated, not a checkpoint, or lacks one of ``keys``; ``command`` (e.g. ``wsss train-cls``) is
-    the one that writes it, named in the message.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise RunDirError(f"{path}: {what} checkpoint not found" + (f" (run `{command}` first)" if command else ""))
-    redo = f"; rerun `{command}` to write it again" if command else ""
-    if path.stat().st_size == 0:
-        raise RunDirError(f"{path}: file is empty or corrupt (0 bytes){redo}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling / unzipping failure is a bad file
-        first = (str(exc).strip().splitlines() or [""])[0][:120]
-        raise RunDirError(f"{path}: file is empty or corrupt (not a readable {what} checkpoint: "
-                          f"{exc.__class__.__name__}{': ' + first if first else ''}){redo}") from exc
-    missing = [k for k in keys if k not in ckpt] if isinstance(ckpt, dict) else list(keys)
-    if not isinstance(ckpt, dict) or missing:
-        raise RunDirError(f"{path}: file is empty or corrupt (not a {what} checkpoint: no "
-                          f"{', '.join(repr(k) for k in missing) or 'dict'}){redo}")
-    return ckpt
 
 
 def freeze_batchnorm(module: torch.nn.Module) -> None:

@@ -43,6 +43,7 @@ from torch import nn
 
 from wsss.config import ClassifierConfig
 from wsss.errors import ConfigError
+from wsss.localize.trained import AttentionBank, TrajectoryMaps, trajectory_maps  # noqa: F401 (re-exported)
 from wsss.shuffle import apply_plan, random_plans
 
 __all__ = [
@@ -295,51 +296,6 @@ class JigsawConsistency(Recipe):
 
 
 # ---- OAA ---------------------------------------------------------------------------------------------------
-class AttentionBank:
-    """Per image id and class index (0-based), the running element-wise max of normalized attention maps at
-    feature resolution, on CPU as float16. :meth:`save` / :meth:`load` make it resumable."""
-
-    def __init__(self):
-        self.maps: dict[str, dict[int, torch.Tensor]] = {}
-
-    def __len__(self) -> int:
-        return sum(len(v) for v in self.maps.values())
-
-    def has(self, image_id, cls: int) -> bool:
-        return int(cls) in self.maps.get(str(image_id), {})
-
-    def update(self, image_id, cls: int, att: torch.Tensor) -> None:
-        """Fuse ``att`` ``(h, w)`` (in [0, 1]) by element-wise max (stored as-is the first time)."""
-        att = att.detach().to("cpu", torch.float16)
-        entry = self.maps.setdefault(str(image_id), {})
-        old = entry.get(int(cls))
-        if old is not None and old.shape != att.shape:
-            raise ValueError(f"attention of {image_id} class {cls}: {tuple(att.shape)} vs stored {tuple(old.shape)}")
-        entry[int(cls)] = att.clone() if old is None else torch.maximum(old, att)
-
-    def get(self, image_id) -> dict[int, torch.Tensor]:
-        return self.maps.get(str(image_id), {})
-
-    def merge(self, other: AttentionBank) -> AttentionBank:
-        for image_id, entry in other.maps.items():
-            for cls, att in entry.items():
-                self.update(image_id, cls, att)
-        return self
-
-    def save(self, path: str | Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save({"maps": self.maps}, tmp)
-        tmp.replace(path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> AttentionBank:
-        bank = cls()
-        bank.maps = torch.load(Path(path), map_location="cpu", weights_only=True)["maps"]
-        return bank
-
-
 @torch.no_grad()
 def image_attention(model: nn.Module, ds, ids: Sequence, device, batch_size: int = 16):
     """Yield ``(image id, attention (K, h, w) in [0, 1], probabilities (K,))`` for the un-augmented full images
@@ -466,40 +422,6 @@ def snapshot_path(out: str | Path, epoch: int) -> Path:
     next to the final checkpoint ``out`` (same payload; :func:`wsss.train.classifier.load_classifier` reads it)."""
     out = Path(out)
     return out.with_name(f"{out.stem}.epoch{int(epoch):03d}{out.suffix}")
-
-
-class TrajectoryMaps:
-    """Maps accumulated over the classifier's training trajectory (ours, OAA-style): the mean over snapshot
-    checkpoints of the maps of one registered localizer (``cam``, ``saliency``, ...), each divided by its max
-    per image and class. Same ``attribute`` signature as a localizer (maps ``(B, K, H, W)`` in [0, 1], zero for
-    absent classes)."""
-
-    def __init__(self, snapshots: Sequence[str | Path], method: str = "cam", device: torch.device | str = "cpu",
-                 seed: int = 0, **options):
-        from wsss.localize import create
-        from wsss.train.classifier import load_classifier
-
-        if not snapshots:
-            raise ConfigError("trajectory maps need at least one snapshot (classifier.snapshot_epochs)")
-        self.models = [load_classifier(Path(p), device) for p in snapshots]
-        self.localizers = [create(method, m, seed=seed, **options) for m in self.models]
-
-    def attribute(self, images: torch.Tensor, labels: torch.Tensor, ids: Sequence | None = None) -> torch.Tensor:
-        total = None
-        for loc in self.localizers:
-            maps = loc.attribute(images, labels, ids)
-            maps = maps / maps.flatten(2).amax(2).clamp_min(1e-12)[:, :, None, None]
-            total = maps if total is None else total + maps
-        return total / len(self.localizers)
-
-
-def trajectory_maps(snapshots: Sequence[str | Path], images: torch.Tensor, labels: torch.Tensor,
-                    method: str = "cam", ids: Sequence | None = None, device: torch.device | str | None = None,
-                    **options) -> torch.Tensor:
-    """One-shot :class:`TrajectoryMaps` (loads the snapshots each call; keep a TrajectoryMaps for many
-    batches)."""
-    device = images.device if device is None else device
-    return TrajectoryMaps(snapshots, method, device, **options).attribute(images, labels, ids)
 
 
 # ---- registry ----------------------------------------------------------------------------------------------
