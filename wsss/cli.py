@@ -434,7 +434,7 @@ def predict(
 
         reason = check_id(masks)
         if reason:
-            raise ConfigError(f"--masks {masks!r} {reason}: a method name (e.g. cam) or gt, not a path")
+            raise ConfigError(f"--masks {masks!r} {reason.split(' (')[0]}: a method name (e.g. cam) or gt, not a path")
         ckpts = [seg_dir / f"{masks}.pt"]
     if not ckpts or not ckpts[0].exists():
         raise RunDirError(

@@ -95,7 +95,7 @@ class Run:
         for part in parts:
             reason = check_id(part.replace(" ", "_"))
             if reason:
-                raise ConfigError(f"{what} {part!r} {reason}: a name, not a path")
+                raise ConfigError(f"{what} {part!r} {reason.split(' (')[0]}: a name, not a path")
         return self.path.joinpath(*parts)
 
     # -- data ------------------------------------------------------------------------------------------------
@@ -137,7 +137,8 @@ class Run:
 
     # -- paths ---------------------------------------------------------------------------------------------
     def classifier_path(self, name: str = "plain") -> Path:
-        return self.inside("classifier.pt" if name == "plain" else f"classifier@{name}.pt", what="classifier name")
+        self.inside(name, what="classifier name")
+        return self.path / ("classifier.pt" if name == "plain" else f"classifier@{name}.pt")
 
     def maps_dir(self, key: str) -> Path:
         return self.inside("maps", key, what="maps key")
@@ -146,10 +147,10 @@ class Run:
         return self.inside("masks", key, what="masks key")
 
     def amn_path(self, name: str) -> Path:
-        return self.inside(f"{name}.pt", what="AMN name")
+        return self.inside(name, what="AMN name").with_name(f"{name}.pt")
 
     def segmenter_path(self, masks: str) -> Path:
-        return self.inside("segmenter", f"{masks}.pt", what="masks name")
+        return self.inside("segmenter", masks, what="masks name").with_name(f"{masks}.pt")
 
     # -- results -----------------------------------------------------------------------------------------
     @property
@@ -167,6 +168,7 @@ class Run:
                               "the stages to score again)") from None
         if not isinstance(res, dict):
             raise RunDirError(f"{self.results_path}: corrupt results file (not a JSON object)")
+        Results.check(res, self.results_path)
         return res
 
     def typed_results(self) -> Results:
