@@ -20,7 +20,7 @@ from wsss.mapsio import map_file_problem, save_maps
 from wsss.progress import progress_bar
 from wsss.results import ResultKey
 from wsss.run.rundir import Run, log
-from wsss.runtime import barrier, init_distributed, is_main, rank, shard
+from wsss.runtime import barrier, init_distributed, is_main, rank, shard, world_size
 
 
 def method_options(run: Run, method: str) -> dict:
@@ -159,6 +159,9 @@ def writing(folder: Path):
         except BlockingIOError:
             raise RunDirError(f"{folder}: another process is writing these maps now; wait for it to finish "
                               "(then rerun to resume), or write another method") from None
+        if world_size() == 1:  # the only writer: temp files left by a killed one are garbage
+            for tmp in folder.glob(".*.tmp.npz"):
+                tmp.unlink(missing_ok=True)
         try:
             yield
         finally:
