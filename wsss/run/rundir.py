@@ -71,6 +71,7 @@ class Run:
         cfg = resolved(cfg)
         datasets = check_inputs(cfg)
         state = check_out_dir(path, cfg, force=force, resume=resume)
+        barrier()  # every rank has looked before rank 0 creates or replaces anything
         if state == "resume":
             run = cls(path)
             refuse_changes(run, cfg)
