@@ -42,7 +42,8 @@ _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "C
 
 RunOpt = typer.Option(..., "--run", "--run-dir", help="Run directory (created by `wsss run --out`).")
 DeviceOpt = typer.Option(None, "--device", help="auto | cpu | cuda (default: the run's config, auto).")
-ForceOpt = typer.Option(False, "--force", help="Replace an existing run directory.")
+ForceOpt = typer.Option(False, "--force", help="Replace an existing run directory (only a wsss run: one with "
+                        "config.yaml and the .wsss-run marker, not holding the dataset).")
 ResumeOpt = typer.Option(False, "--resume", help="Continue an existing run directory.")
 
 
