@@ -14,11 +14,13 @@ from wsss.mapsio import load_maps
 from wsss.run.rundir import Run
 from wsss.run.stages import classifier, maps
 
-from .conftest import tiny_config
+from .conftest import PLUGIN_DIR, tiny_config
 
 
 def torchrun(*args, cwd):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    # the plugin's methods are in tiny_config's options: the child processes must find them too
+    path = os.pathsep.join([str(PLUGIN_DIR), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
            "-m", "wsss", *args]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)

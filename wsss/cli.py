@@ -46,7 +46,8 @@ FormatOpt = typer.Option("auto", "--format", help="Dataset layout: auto (detect)
 LabelsOpt = typer.Option(None, "--labels", help="Image-level labels file (JSON {id: [names]} or CSV id,<class>,...) "
                          "for images without masks; convert IRN's cls_labels.npy once with wsss.data.labels."
                          "convert_irn_labels.")
-ForceOpt = typer.Option(False, "--force", help="Replace an existing run directory.")
+ForceOpt = typer.Option(False, "--force", help="Replace an existing run directory (only a wsss run: one with "
+                        "config.yaml and the .wsss-run marker, not holding the dataset).")
 ResumeOpt = typer.Option(False, "--resume", help="Continue an existing run directory.")
 
 
@@ -156,6 +157,8 @@ def data_synth(
     distractors: float = typer.Option(None, help="Expected unlabelled part-less bodies per image."),
     background_bias: float = typer.Option(None, help="Probability of a class-correlated background."),
     occlusion: float = typer.Option(None, help="Probability that objects may overlap."),
+    force: bool = typer.Option(False, "--force", help="Replace a synth output written with other settings (only "
+                               "the files synth wrote; a folder that is not a synth output is never touched)."),
 ):
     """Write the built-in benchmark. Example: `wsss data synth --out data/synth --seed 0`."""
     from dataclasses import fields
@@ -175,8 +178,12 @@ def data_synth(
         cfg = benchmark_config(benchmark or LATEST, **{k: v for k, v in overrides.items() if v is not None and k in valid})
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--benchmark") from None
+    except ConfigError as e:  # a knob out of range: name the option
+        flags = {"num_classes": "classes"}
+        name = str(e).partition("=")[0].removeprefix("synth ")
+        raise ConfigError(str(e).replace(f"synth {name}=", f"--{flags.get(name, name).replace('_', '-')} ", 1)) from None
     t0 = time.time()
-    write_benchmark(out, cfg)
+    write_benchmark(out, cfg, force=force)
     print(f"wrote {out} in {time.time() - t0:.1f} s (hash {dataset_hash(out)[:12]})")
 
 
@@ -500,6 +507,11 @@ def predict(
     seg_dir = run_dir / "segmenter"
     ckpts = sorted(seg_dir.glob("*.pt")) if seg_dir.is_dir() else []
     if masks:
+        from wsss.data import check_id
+
+        reason = check_id(masks)
+        if reason:
+            raise ConfigError(f"--masks {masks!r} {reason.split(' (')[0]}: a method name (e.g. cam) or gt, not a path")
         trained = [c.stem for c in ckpts]
         if masks not in trained:
             raise RunDirError(f"{seg_dir}: no segmenter trained on {masks!r}; trained: {', '.join(trained) or 'none'} "
@@ -578,15 +590,21 @@ def evaluate(
     """Score any two folders of label PNGs; per-class IoU by class name, `-`/null for a class in neither folder.
     Example: `wsss eval --pred runs/r1/masks/cam --gt data/synth/SegmentationClass`."""
     from wsss.data.base import read_classes_file
-    from wsss.metrics import evaluate_folders
+    from wsss.errors import DataError
+    from wsss.metrics import VOID, evaluate_folders
     from wsss.run.stages.score import named
 
+    if num_classes is not None and not 1 <= num_classes <= VOID:
+        raise ConfigError(f"--num-classes {num_classes}: must lie in 1..{VOID} (classes incl. background; 255 is void)")
     res = evaluate_folders(pred, gt, num_classes)
+    if res["miou"] != res["miou"]:  # NaN: no labelled pixel anywhere
+        raise DataError(f"{gt}: every ground-truth pixel is void (255); nothing to score")
     names_file = classes or (gt.parent / "classes.txt")
     if names_file.is_file() or classes is not None:
         res["per_class_iou"] = named(res["per_class_iou"], read_classes_file(names_file))
     if as_json:
-        print(json.dumps({k: res[k] for k in ("miou", "per_class_iou", "pixel_accuracy")}))
+        print(json.dumps(_nan_to_null({k: res[k] for k in ("miou", "per_class_iou", "pixel_accuracy")}),
+                         allow_nan=False))
     else:
         print(
             f"mIoU {100 * res['miou']:.2f}  pixel accuracy {100 * res['pixel_accuracy']:.2f}  "
@@ -594,6 +612,17 @@ def evaluate(
         )
         for c, v in res["per_class_iou"].items():
             print(f"  {c:>14}: " + ("-  (in neither folder)" if v is None else f"{100 * v:.2f}"))
+
+
+def _nan_to_null(obj):
+    """NaN (and inf) -> None, recursively: JSON has no NaN."""
+    if isinstance(obj, dict):
+        return {k: _nan_to_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_nan_to_null(v) for v in obj]
+    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
+        return None
+    return obj
 
 
 @app.command()

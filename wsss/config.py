@@ -32,7 +32,7 @@ class ClassifierConfig(_Model):
     weight_decay: float = 1e-4
     optimizer: Literal["adamw", "sgd"] = "adamw"
     schedule: Literal["cosine", "poly"] = "cosine"
-    crop: int | None = None  # None: the image side of the first training image
+    crop: int | None = None  # None: the median short side of the training images, at most 512 (train.common)
     resize_long: tuple[int, int] | None = None  # IRN: long side in [320, 640] before cropping
     scale: tuple[float, float] = (0.8, 1.2)
     flip: bool = True
@@ -230,9 +230,13 @@ class RunConfig(_Model):
     irn: IRNConfig = Field(default_factory=IRNConfig)
     seg: SegConfig = Field(default_factory=SegConfig)
     train_segmenter: bool = True
+    # Images (and masks) whose longer side exceeds this many pixels are downscaled when read (aspect kept);
+    # None reads every image at full size (a huge image then fails in maps naming the file and its size).
+    max_side: int | None = None
 
     @model_validator(mode="after")
     def _check_methods(self) -> RunConfig:
+        check_ranges(self)
         check_methods(self.maps.methods, self.maps.options)
         return self
 
@@ -244,12 +248,18 @@ class RunConfig(_Model):
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"{path}: config file not found")
+        if not path.is_file():
+            raise ConfigError(f"{path}: is a folder, not a config file")
         try:
             raw = yaml.safe_load(path.read_text()) or {}
+            if not isinstance(raw, dict):
+                raise ConfigError("not a YAML mapping of config keys")
             return cls.model_validate(raw)
-        except (yaml.YAMLError, ValidationError) as exc:
+        except (yaml.YAMLError, ValidationError, UnicodeDecodeError) as exc:
             first = str(exc).strip().splitlines()
             raise ConfigError(f"{path}: invalid config ({' '.join(first[:3])})") from None
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: invalid config ({exc})") from None
 
     def with_updates(self, **updates: Any) -> RunConfig:
         """A copy with dotted keys updated, validated: ``with_updates(**{"classifier.epochs": 3})``."""
@@ -270,6 +280,65 @@ class RunConfig(_Model):
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err.get("loc", ()))
             raise ConfigError(f"invalid option {where or '?'}: {err.get('msg', exc)}") from None
+
+
+def _positive(v) -> bool:
+    return v > 0
+
+
+def _nonneg(v) -> bool:
+    return v >= 0
+
+
+def _fraction(v) -> bool:
+    return 0 <= v <= 1
+
+
+def _range(v) -> bool:
+    return len(v) == 2 and 0 < v[0] <= v[1]
+
+
+RANGES: tuple[tuple[str, object, str], ...] = (
+    *((f"{s}.epochs", _positive, "> 0") for s in ("classifier", "amn", "seg")),
+    *((f"{s}.batch_size", _positive, "> 0") for s in ("classifier", "maps", "amn", "seg")),
+    *((f"{s}.num_workers", _nonneg, ">= 0") for s in ("classifier", "amn", "seg")),
+    *((f"{s}.crop", _positive, "> 0 (or null: from the data)") for s in ("classifier", "amn", "seg")),
+    *((f"{s}.scale", _range, "LO,HI with 0 < LO <= HI") for s in ("classifier", "amn", "seg")),
+    *(("classifier.lr", _positive, "> 0"), ("seg.lr", _positive, "> 0"), ("amn.lr_head", _positive, "> 0"),
+      ("amn.lr_backbone", _nonneg, ">= 0")),
+    *((f"{s}.weight_decay", _nonneg, ">= 0") for s in ("classifier", "amn", "seg")),
+    ("classifier.jigsaw_aug", _fraction, "in [0, 1]"),
+    ("pseudo.t_start", _fraction, "in [0, 1]"),
+    ("pseudo.t_stop", _fraction, "in [0, 1]"),
+    ("pseudo.t_step", lambda v: v >= 0.01, ">= 0.01 (thresholds are kept to 2 decimals)"),
+    ("pseudo.ndr_threshold", _fraction, "in [0, 1]"),
+    ("amn.fg_threshold", _fraction, "in [0, 1]"),
+    ("amn.bg_threshold", _fraction, "in [0, 1]"),
+    ("amn.eval_threshold", _fraction, "in [0, 1]"),
+    ("maps.multiscale", lambda v: len(v) > 0 and all(x > 0 for x in v), "one or more scales > 0"),
+    ("seg.eval_scales", lambda v: len(v) > 0 and all(x > 0 for x in v), "one or more scales > 0"),
+    ("max_side", lambda v: v >= 16, ">= 16 pixels (or null: full size)"),
+)
+"""``(dotted key, check, what it must be)``: value ranges checked when a config is built or loaded, so a bad
+value is found before anything trains (None values, where allowed, are not checked)."""
+
+
+def check_ranges(cfg: RunConfig) -> None:
+    """Every :data:`RANGES` entry, then the relations between keys; ConfigError naming the key."""
+    for key, ok, what in RANGES:
+        node = cfg
+        for part in key.split("."):
+            node = getattr(node, part)
+        if node is not None and not ok(node):
+            raise ConfigError(f"invalid option {key}: must be {what}, got {node!r}")
+    p = cfg.pseudo
+    if p.t_start > p.t_stop:
+        raise ConfigError(f"invalid option pseudo.t_start: must be <= pseudo.t_stop ({p.t_start} > {p.t_stop})")
+    if cfg.amn.bg_threshold > cfg.amn.fg_threshold:
+        raise ConfigError(f"invalid option amn.bg_threshold: must be <= amn.fg_threshold "
+                          f"({cfg.amn.bg_threshold} > {cfg.amn.fg_threshold})")
+    if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:") and cfg.device[5:].isdigit()):
+        raise ConfigError(f"invalid option device: must be auto, cpu, cuda or cuda:N, got {cfg.device!r}")
 
 
 FUSION_OPTIONS = ("fusion", "filler", "seed_threshold", "dilation")

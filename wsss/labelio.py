@@ -6,6 +6,7 @@ Kept apart from :mod:`wsss.metrics` and :mod:`wsss.pseudo` so that both can use 
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -62,7 +63,8 @@ def save_label_png(path: str | os.PathLike[str], mask: object) -> None:
     """Write ``mask`` ((H, W), values 0..255) as a palette ('P') PNG with :data:`VOC_PALETTE`.
 
     The file is written to a temporary file in the same folder and moved into place with
-    :func:`os.replace`, so a reader never sees a half-written PNG.
+    :func:`os.replace`, so a reader never sees a half-written PNG; on failure the temporary file is removed
+    (a full disk is a DataError naming the file).
     """
     from PIL import Image
 
@@ -76,9 +78,12 @@ def save_label_png(path: str | os.PathLike[str], mask: object) -> None:
         with os.fdopen(fd, "wb") as f:
             img.save(f, format="PNG")
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DataError(f"{path}: no space left on device while writing the mask (free some space and "
+                            "rerun)") from exc
         raise
 
 

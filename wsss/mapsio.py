@@ -2,13 +2,16 @@
 
 Keys: ``maps`` float16 ``(K', H, W)`` — each class map divided by its float32 ``scale`` (stored
 alongside, so small gradients never underflow) — and ``classes``, the present class ids (1..K), at the
-image's original size. Written atomically.
+image's original size. Written atomically (a unique temp file + rename), so a reader, a second writer or a
+``kill -9`` never leaves a half-written ``<id>.npz``; :func:`map_file_problem` checks a stored file cheaply.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +27,9 @@ def save_maps(path: str | Path, maps: np.ndarray, classes: np.ndarray) -> None:
     scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
     stored = (maps / scale[:, None, None]).astype(np.float16)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.npz", dir=path.parent)  # unique per writer
+    os.close(fd)
+    tmp = Path(name)
     try:
         np.savez_compressed(tmp, maps=stored, scale=scale, classes=np.asarray(classes, dtype=np.int16))
         os.replace(tmp, path)
@@ -34,6 +39,30 @@ def save_maps(path: str | Path, maps: np.ndarray, classes: np.ndarray) -> None:
             raise DataError(f"{path}: no space left on device while saving the maps (free some space and rerun; "
                             "the maps already written are kept)") from exc
         raise
+
+
+MAP_KEYS = ("maps.npy", "scale.npy", "classes.npy")
+
+
+def map_file_problem(path: str | Path) -> str | None:
+    """Why the stored map file ``path`` cannot be trusted (empty, truncated, not a zip, missing arrays,
+    members that run past the end of the file), or None when it looks whole. Reads the zip directory only,
+    not the arrays: cheap enough to run on every stored file when ``wsss maps`` resumes."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            return "0 bytes"
+        with zipfile.ZipFile(path) as zf:
+            infos = {i.filename: i for i in zf.infolist()}
+            missing = [k for k in MAP_KEYS if k not in infos]
+            if missing:
+                return f"no {missing[0][:-4]!r} array"
+            if any(i.header_offset + i.compress_size > size for i in infos.values()):
+                return "truncated"
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError) as exc:
+        return f"{exc.__class__.__name__}: {exc}"[:120]
+    return None
 
 
 def load_maps(path: str | Path) -> tuple[np.ndarray, np.ndarray]:

@@ -62,7 +62,7 @@ def normalize_maps(maps: torch.Tensor | np.ndarray, mode: NormMode = "max") -> t
     if not x.is_floating_point():
         x = x.float()
     shape = x.shape
-    flat = x.detach().reshape(*shape[:-2], -1).clamp_min(0)
+    flat = x.detach().flatten(-2).clamp_min(0)  # flatten, not reshape(..., -1): K' = 0 (a background-only image)
     if flat.shape[-1] == 0:
         out = flat.reshape(shape)
     else:

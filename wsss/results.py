@@ -181,7 +181,18 @@ class Results(_Record):
         if not path.exists():
             return cls()
         try:
-            return cls.model_validate(json.loads(path.read_text()))
-        except (ValueError, ValidationError) as exc:
+            data = json.loads(path.read_text())
+        except ValueError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
             raise RunDirError(f"{path}: corrupt results file ({first})") from None
+        return cls.check(data, path)
+
+    @classmethod
+    def check(cls, data: Any, path: str | Path) -> Results:
+        """``data`` (a parsed results.json) validated; RunDirError naming ``path`` and the first bad key."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err.get("loc", ()))
+            raise RunDirError(f"{path}: corrupt results file ({where or 'top level'}: {err.get('msg', '?')})") from None

@@ -51,6 +51,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from wsss.errors import ConfigError, DataError
+
 CLASS_NAMES = ("beetle", "moth", "frog", "lizard", "crab", "snail", "fish", "bird")
 GROUP_COLOURS = ((0.08, 0.55, 0.55), (0.33, 0.5, 0.5), (0.58, 0.5, 0.5), (0.8, 0.5, 0.55))  # HSV per group
 
@@ -78,8 +80,44 @@ class SynthConfig:
     void_border: int = 1  # width in px of the void (255) band around objects, as VOC
     jpeg_quality: int = 95
 
+    def __post_init__(self):
+        for name, ok, what in _KNOB_RANGES:
+            value = getattr(self, name)
+            if not ok(value, self):
+                raise ConfigError(f"synth {name}={value!r}: must be {what}")
+
     def splits(self) -> dict[str, int]:
         return {"train_aug": self.images, "val": self.images // 3}
+
+
+def _pair(v, lo: float, hi: float) -> bool:
+    return len(v) == 2 and lo < v[0] <= v[1] <= hi
+
+
+def _unit(v, _c=None) -> bool:
+    return 0 <= v <= 1
+
+
+# (knob, check(value, cfg), what it must be): a knob out of range is refused before anything is written
+_KNOB_RANGES = (
+    ("images", lambda v, c: v >= 4, "at least 4 (train = 1/3, tune = 1/4 of them, val = 1/3: none may be empty)"),
+    ("size", lambda v, c: 32 <= v <= 4096, "between 32 and 4096 pixels"),
+    ("num_classes", lambda v, c: 1 <= v <= len(CLASS_NAMES), f"between 1 and {len(CLASS_NAMES)}"),
+    ("group_size", lambda v, c: v >= 1, "at least 1"),
+    ("min_objects", lambda v, c: v >= 1, "at least 1"),
+    ("max_objects", lambda v, c: v >= c.min_objects, "at least min_objects"),
+    ("body_radius", lambda v, c: _pair(v, 0, 1), "LO,HI with 0 < LO <= HI <= 1"),
+    ("body_aspect", lambda v, c: _pair(v, 0, 1), "LO,HI with 0 < LO <= HI <= 1"),
+    ("part_frac", lambda v, c: 0 < v < 1, "in (0, 1)"),
+    ("part_offset", _unit, "in [0, 1]"),
+    ("body_signal", lambda v, c: v >= 0, ">= 0"),
+    ("camouflage", _unit, "in [0, 1]"),
+    ("distractors", lambda v, c: v >= 0, ">= 0"),
+    ("background_bias", _unit, "in [0, 1]"),
+    ("occlusion", _unit, "in [0, 1]"),
+    ("void_border", lambda v, c: v >= 0, ">= 0"),
+    ("jpeg_quality", lambda v, c: 1 <= v <= 100, "between 1 and 100"),
+)
 
 
 # Every released version of the default benchmark: the knobs that differ from ``SynthConfig()``'s defaults.
@@ -289,18 +327,84 @@ def split_ids(cfg: SynthConfig) -> dict[str, list[str]]:
     }
 
 
-def write_benchmark(out: str | Path, cfg: SynthConfig | None = None, progress: bool = True) -> Path:
-    """Write the benchmark to ``out`` (VOC layout). Existing identical files are kept (resumable)."""
+MANIFEST = ".wsss-synth.json"
+"""Written first in a synth output folder: the knobs and every file the writer will write. Re-running synth
+with the same knobs resumes; with other knobs it refuses, or with ``force`` deletes exactly these files."""
+
+
+def planned_files(cfg: SynthConfig) -> list[str]:
+    """Every file :func:`write_benchmark` writes for ``cfg``, relative to the output folder."""
+    ids = split_ids(cfg)
+    names = ids["train_aug"] + ids["val"]
+    return ([f"JPEGImages/{n}.jpg" for n in names] + [f"SegmentationClass/{n}.png" for n in names]
+            + [f"ImageSets/Segmentation/{s}.txt" for s in ids] + ["classes.txt", "synth.json"])
+
+
+def _knobs(cfg: SynthConfig) -> dict:
+    return json.loads(json.dumps(asdict(cfg)))
+
+
+def _previous(out: Path) -> tuple[dict, list[str]] | None:
+    """(knobs, files) of the synth output in ``out`` (its manifest, or for older outputs its synth.json), or
+    None when ``out`` holds no synth output."""
+    manifest, meta = out / MANIFEST, out / "synth.json"
+    try:
+        if manifest.is_file():
+            m = json.loads(manifest.read_text())
+            return m["config"], list(m["files"])
+        if meta.is_file():
+            knobs = json.loads(meta.read_text())
+            fields = {k: tuple(v) if isinstance(v, list) else v for k, v in knobs.items()}
+            return knobs, planned_files(SynthConfig(**fields))
+    except (ValueError, KeyError, TypeError, ConfigError) as exc:
+        bad = manifest if manifest.is_file() else meta
+        raise DataError(f"{bad}: corrupt synth record ({exc.__class__.__name__}); delete the folder and rerun "
+                        "`wsss data synth`") from None
+    return None
+
+
+def check_target(out: str | Path, cfg: SynthConfig, force: bool = False) -> str:
+    """What :func:`write_benchmark` may do with ``out``: ``"create"`` (absent or empty), ``"resume"`` (a synth
+    output with the same knobs) or ``"replace"`` (one with other knobs, and ``force``). Anything else is a
+    DataError naming the folder, before anything is written."""
+    out = Path(out)
+    for p in (out, *out.parents):
+        if p.exists() and not p.is_dir():
+            raise DataError(f"{p}: is a file, not a folder (--out must name a folder)")
+    if not out.exists() or not any(out.iterdir()):
+        return "create"
+    prev = _previous(out)
+    if prev is None:
+        raise DataError(f"{out}: not empty and not written by `wsss data synth` (no synth.json); choose a new "
+                        "or empty folder (--force replaces only a synth output)")
+    knobs = _knobs(cfg)
+    if prev[0] == knobs:
+        return "resume"
+    diff = sorted(k for k in {*knobs, *prev[0]} if knobs.get(k) != prev[0].get(k))
+    if not force:
+        raise DataError(f"{out}: holds the built-in benchmark with other settings ({', '.join(diff)} differ); pass "
+                        "--force to replace it, or choose another --out")
+    return "replace"
+
+
+def write_benchmark(out: str | Path, cfg: SynthConfig | None = None, progress: bool = True,
+                    force: bool = False) -> Path:
+    """Write the benchmark to ``out`` (VOC layout). A folder holding the same benchmark is resumed (existing
+    files kept); one with other knobs is refused, or with ``force`` replaced: exactly the files the earlier
+    synth wrote are deleted (:data:`MANIFEST`), other files are kept. A non-empty folder that is not a synth
+    output is refused (see :func:`check_target`)."""
     from wsss.labelio import save_label_png
     from wsss.progress import progress_bar
 
     cfg = cfg or SynthConfig()
-    if cfg.num_classes > len(CLASS_NAMES):
-        raise ValueError(f"at most {len(CLASS_NAMES)} classes")
     out = Path(out)
+    state = check_target(out, cfg, force)
+    if state == "replace":
+        _remove_previous(out)
     (out / "JPEGImages").mkdir(parents=True, exist_ok=True)
     (out / "SegmentationClass").mkdir(parents=True, exist_ok=True)
     (out / "ImageSets" / "Segmentation").mkdir(parents=True, exist_ok=True)
+    _write_text(out / MANIFEST, json.dumps({"config": _knobs(cfg), "files": planned_files(cfg)}) + "\n")
     ids = split_ids(cfg)
     todo = [("train_aug", i, name) for i, name in enumerate(ids["train_aug"])]
     todo += [("val", i, name) for i, name in enumerate(ids["val"])]
@@ -309,16 +413,41 @@ def write_benchmark(out: str | Path, cfg: SynthConfig | None = None, progress: b
         if jpg.exists() and png.exists():
             continue
         img, mask = render(cfg, split, i)
-        tmp = jpg.with_suffix(".tmp.jpg")
-        Image.fromarray(img).save(tmp, quality=cfg.jpeg_quality)
-        os.replace(tmp, jpg)
+        tmp = jpg.with_name(f".{jpg.stem}.{os.getpid()}.tmp.jpg")
+        try:
+            Image.fromarray(img).save(tmp, quality=cfg.jpeg_quality)
+            os.replace(tmp, jpg)
+        finally:
+            tmp.unlink(missing_ok=True)
         save_label_png(png, mask)
     for split, names in ids.items():
-        (out / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(names) + "\n")
-    (out / "classes.txt").write_text("\n".join(("background",) + CLASS_NAMES[: cfg.num_classes]) + "\n")
-
-    (out / "synth.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
+        _write_text(out / "ImageSets" / "Segmentation" / f"{split}.txt", "\n".join(names) + "\n")
+    _write_text(out / "classes.txt", "\n".join(("background",) + CLASS_NAMES[: cfg.num_classes]) + "\n")
+    _write_text(out / "synth.json", json.dumps(asdict(cfg), indent=1) + "\n")
     return out
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _remove_previous(out: Path) -> None:
+    """Delete the files the earlier synth wrote in ``out`` (and its folders, if that leaves them empty)."""
+    _, files = _previous(out)
+    for rel in [*files, MANIFEST]:
+        path = out / rel
+        if path.parent.resolve().is_relative_to(out.resolve()) and path.is_file():
+            path.unlink()
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation", "ImageSets"):
+        try:
+            (out / sub).rmdir()
+        except OSError:
+            pass  # absent, or holds files synth did not write: kept
 
 
 def dataset_hash(root: str | Path) -> str:

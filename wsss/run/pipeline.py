@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
 from wsss.config import RunConfig, quick_profile
-from wsss.errors import ConfigError, RunDirError
+from wsss.errors import ConfigError
 from wsss.run import plan
 from wsss.run.rundir import Run, log, timed
 from wsss.run.stages import amn, classifier, fuse, irn, maps, score, seg
@@ -24,8 +23,9 @@ MAIN_RANK_ONLY = ("score", "seg", "report")
 
 def run_pipeline(run: Run, methods: list[str] | None = None, progress: bool = True) -> dict:
     """classifier -> maps -> pseudo-masks + scores (-> AMN -> IRN -> segmenter) -> report, as planned by
-    :func:`wsss.run.plan.build` (post-processing: the config's ``pseudo.post``). Finished work is skipped: an
-    existing classifier, AMN, IRN or segmenter, maps already on disk."""
+    :func:`wsss.run.plan.build` (post-processing: the config's ``pseudo.post``). Finished work is skipped
+    (``--resume`` never redoes a stage): an existing classifier, AMN, IRN or segmenter, maps already on disk, a
+    method already scored in results.json."""
     jobs = plan.build(run.cfg, methods)
     t_all, header = time.time(), None
     for job in jobs:
@@ -62,10 +62,15 @@ def _execute(run: Run, job: plan.Job, progress: bool) -> None:
         else:
             irn.train(run, m, progress=progress)
     elif job.kind == "score":
-        score.pseudo(run, m, progress=progress)
+        if m in run.results().get("methods", {}):
+            log(f"  {m}: scored already")
+        else:
+            score.pseudo(run, m, progress=progress)
     elif job.kind == "seg":
         if m == "gt" and not run.has_masks(run.cfg.train_split):
             log(f"  no segmenter on the true masks: {run.cfg.train_split} has image-level labels only")
+        elif run.segmenter_path(m).exists() and m in run.results().get("segmentation", {}):
+            log(f"  segmenter on {m}: trained already")
         else:
             seg.train(run, m, progress=progress)
     elif job.kind == "report":
@@ -92,23 +97,27 @@ def demo(out: str | Path, quick: bool = False, device: str = "cpu", force: bool 
          seed: int = 0, benchmark: str | None = None) -> dict:
     """``wsss data synth`` + ``wsss run`` on the built-in benchmark (CPU by default; ``benchmark``: its
     version, default the newest). The data goes to ``OUT_data`` beside the run directory ``OUT``."""
-    from wsss.data.synth import LATEST, benchmark_config, write_benchmark
+    from wsss.data.synth import LATEST, benchmark_config, check_target, write_benchmark
+    from wsss.run.rundir import check_out_dir, refuse_changes, resolved
+    from wsss.runtime import resolve_device
 
     try:
         synth = benchmark_config(benchmark or LATEST, seed=seed, **({"images": QUICK_IMAGES} if quick else {}))
     except ValueError as e:
         raise ConfigError(str(e)) from None
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not (force or resume):
-        raise RunDirError(f"{out}: exists; pass --resume to continue it or --force to replace it")
-    if force and out.exists() and is_main():
-        shutil.rmtree(out)
-    t0 = time.time()
     data = out.parent / f"{out.name}_data"
-    log(f"[0] built-in benchmark -> {data}")
-    write_benchmark(data, synth)
     cfg = build_config(data=str(data), quick=quick, device=device, seed=seed)
-    cfg = cfg.with_updates(**{"maps.methods": QUICK_METHODS if quick else DEMO_METHODS})
-    run = Run.create(out, cfg, force=False, resume=True)
+    cfg = resolved(cfg.with_updates(**{"maps.methods": QUICK_METHODS if quick else DEMO_METHODS}))
+    # every check before anything is written or deleted: the device, the run folder, the data folder
+    resolve_device(cfg.device)
+    state = check_out_dir(out, cfg, force=force, resume=resume)
+    if state == "resume":
+        refuse_changes(Run(out), cfg)
+    check_target(data, synth, force=force)
+    t0 = time.time()
+    log(f"[0] built-in benchmark -> {data}")
+    write_benchmark(data, synth, force=force)
+    run = Run.create(out, cfg, force=state == "replace", resume=state == "resume")
     run.update_results("timings", "synth", value=round(time.time() - t0, 3))
     return run_pipeline(run, list(cfg.maps.methods))

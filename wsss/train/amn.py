@@ -38,7 +38,14 @@ from wsss.models.amn import AMN, aspp_rates_for, build_amn
 from wsss.progress import progress_bar
 from wsss.pseudo import normalize_maps
 from wsss.runtime import init_distributed, is_main, world_size
-from wsss.train.common import TrainSet, freeze_batchnorm, load_checkpoint, run_epochs, save_checkpoint
+from wsss.train.common import (
+    TrainSet,
+    freeze_batchnorm,
+    load_checkpoint,
+    run_epochs,
+    save_checkpoint,
+    train_crop,
+)
 
 IGNORE = 255
 
@@ -203,7 +210,7 @@ def fit_amn(train_ds, maps_dir: Path, classifier: nn.Module, cfg: AMNConfig, dev
 
     torch.manual_seed(seed)
     model = build_amn(classifier)
-    crop = cfg.crop or int(train_ds.image(train_ds.ids[0]).shape[0])
+    crop = train_crop(train_ds, cfg.crop)
     rates = tuple(cfg.aspp_rates) if cfg.aspp_rates else aspp_rates_for(math.ceil(crop / model.stride))
     model.fix_rates(rates)
     if cfg.freeze_stem and hasattr(model.backbone, "stem"):

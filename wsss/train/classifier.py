@@ -16,7 +16,7 @@ from wsss.data.transforms import to_tensor
 from wsss.metrics import multilabel_map
 from wsss.models.checkpoint import load_classifier  # noqa: F401 (re-exported)
 from wsss.runtime import init_distributed, is_main, world_size
-from wsss.train.common import TrainSet, freeze_batchnorm, run_epochs, save_checkpoint, unwrap
+from wsss.train.common import TrainSet, freeze_batchnorm, run_epochs, save_checkpoint, train_crop, unwrap
 from wsss.train.recipes import create_recipe, jigsaw_batch, snapshot_path  # noqa: F401 (jigsaw_batch: re-export)
 
 
@@ -47,7 +47,7 @@ def train_classifier(train_ds, val_ds, cfg: ClassifierConfig, out: Path, device:
     torch.manual_seed(seed)
     model = build_classifier(cfg, train_ds.num_classes).to(device)
     freeze_features(model, cfg.freeze)
-    crop = cfg.crop or int(train_ds.image(train_ds.ids[0]).shape[0])
+    crop = train_crop(train_ds, cfg.crop)
     data = TrainSet(train_ds, crop, cfg.scale, cfg.flip, seed=seed, resize_long=cfg.resize_long)
     sampler = DistributedSampler(data, seed=seed, drop_last=True) if distributed else None
     g = torch.Generator().manual_seed(seed)

@@ -73,6 +73,39 @@ class TrainSet(Dataset):
         return image, labels, (mask if mask is not None else torch.tensor(-1))
 
 
+CROP_CAP = 512
+"""The largest crop side inferred from the data (IRN and DeepLab train on 512 px crops); a configured crop is
+used as given."""
+
+
+def train_crop(ds, crop: int | None = None, sample: int = 32) -> int:
+    """The training crop side: ``crop`` when configured, else the median short side of up to ``sample`` images
+    spread over the split (sizes from the file headers, after ``max_side``), at most :data:`CROP_CAP`: never the
+    size of one image (a 1x1 or a 6000x6000 first image must not set it)."""
+    if crop:
+        return int(crop)
+    from statistics import median_low
+
+    ids = list(ds.ids)
+    picked = ids[:: max(1, len(ids) // sample)][:sample]
+    sides = [min(_image_hw(ds, i)) for i in picked]
+    return int(min(CROP_CAP, median_low(sides)))
+
+
+def _image_hw(ds, image_id: str) -> tuple[int, int]:
+    """(height, width) of an image as the dataset serves it, from its header when the dataset names its file."""
+    from wsss.data.base import _scaled_size, image_size
+
+    try:
+        h, w = image_size(ds.image_path(image_id))
+    except Exception:  # noqa: BLE001 - a dataset without files (tests, in-memory): decode it
+        return tuple(ds.image(image_id).shape[:2])
+    max_side = getattr(ds, "max_side", None)
+    if max_side is not None and max(h, w) > max_side:
+        w, h = _scaled_size(w, h, max_side)
+    return h, w
+
+
 def lr_factor(schedule: str, step: int, total: int) -> float:
     """Multiplier of the base learning rate at ``step`` of ``total`` (cosine, or IRN's poly 0.9)."""
     p = min(step / max(total, 1), 1.0)

@@ -46,7 +46,7 @@ from wsss.models.irn import BoundaryBranch, build_irn
 from wsss.progress import progress_bar
 from wsss.runtime import init_distributed, is_main, world_size
 from wsss.train.amn import IGNORE, IRLabels, classifier_spec, ir_labels, use_crf
-from wsss.train.common import TrainSet, run_epochs, save_checkpoint
+from wsss.train.common import TrainSet, run_epochs, save_checkpoint, train_crop
 
 __all__ = [
     "IRNConfig", "affinity_labels", "boundary_to_affinity", "fit_irn", "ir_labels", "irn_loss",
@@ -150,7 +150,7 @@ def fit_irn(train_ds, maps_dir: Path, classifier: nn.Module, cfg: IRNConfig, dev
 
     torch.manual_seed(seed)
     model = build_irn(classifier, list(cfg.taps) if cfg.taps else None, cfg.stride).to(device)
-    crop = cfg.crop or int(train_ds.image(train_ds.ids[0]).shape[0])
+    crop = train_crop(train_ds, cfg.crop)
     data = TrainSet(train_ds, crop, cfg.scale, cfg.flip, seed=seed, mask_fn=labels, where=labels.path)
     sampler = DistributedSampler(data, seed=seed, drop_last=True) if distributed else None
     g = torch.Generator().manual_seed(seed)

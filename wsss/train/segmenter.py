@@ -24,7 +24,7 @@ from wsss.metrics import VOID, ConfusionMatrix
 from wsss.models.segmenter import Segmenter, create_segmenter
 from wsss.progress import progress_bar
 from wsss.runtime import init_distributed, is_main, resolve_device, world_size
-from wsss.train.common import TrainSet, load_checkpoint, run_epochs, save_checkpoint, unwrap
+from wsss.train.common import TrainSet, load_checkpoint, run_epochs, save_checkpoint, train_crop, unwrap
 
 __all__ = ["evaluate_segmenter", "load_segmenter", "predict", "predict_paths", "predict_probs",
            "train_segmenter"]
@@ -102,7 +102,7 @@ def train_segmenter(train_ds, mask_fn: Callable[[str], np.ndarray], val_ds, cfg:
     num_classes = train_ds.num_classes + 1
     model = create_segmenter(cfg.arch, num_classes, pretrained=cfg.pretrained,
                              output_stride=cfg.output_stride).to(device)
-    crop = cfg.crop or int(train_ds.image(train_ds.ids[0]).shape[0])
+    crop = train_crop(train_ds, cfg.crop)
     proxy = _RememberShape(train_ds)
     data = TrainSet(proxy, crop, cfg.scale, cfg.flip, seed=seed,
                     mask_fn=_checked_mask_fn(mask_fn, proxy, num_classes))
@@ -240,9 +240,12 @@ def predict_paths(ckpt_path: Path, inputs: Sequence[str | Path], out_dir: Path,
 
     if isinstance(device, str):
         device = resolve_device(device)
+    out_dir = Path(out_dir)
+    for p in (out_dir, *out_dir.parents):
+        if p.exists() and not p.is_dir():
+            raise DataError(f"{p}: is a file, not a folder (--out must name the folder the masks go to)")
     files = image_files(inputs)
     model = load_segmenter(Path(ckpt_path), device)
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for f in progress_bar(files, desc="predict", disable=not progress, leave=False):

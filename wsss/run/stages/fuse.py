@@ -36,15 +36,18 @@ def fuse_dirs(mode: str, base_dir: Path, fill_dir: Path, out_dir: Path, ids: lis
               desc: str = "fuse", **params) -> int:
     """``out_dir/<id>.npz`` = ``mode``-fusion of ``base_dir/<id>.npz`` and ``fill_dir/<id>.npz`` for each id not
     already there; returns how many were written."""
+    from wsss.run.stages.maps import todo_in, writing
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    todo = [i for i in ids if not (out_dir / f"{i}.npz").exists()]
-    for image_id in progress_bar(todo, desc=desc, disable=not progress or not is_main(), leave=False):
-        cam, classes = load_maps(base_dir / f"{image_id}.npz")
-        fill, fill_classes = load_maps(fill_dir / f"{image_id}.npz")
-        if not np.array_equal(classes, fill_classes):
-            raise DataError(f"{fill_dir / f'{image_id}.npz'}: classes differ from those of {base_dir / f'{image_id}.npz'}")
-        fused = fuse(mode, torch.from_numpy(cam), torch.from_numpy(fill), **params).numpy()
-        save_maps(out_dir / f"{image_id}.npz", fused, classes)
+    with writing(out_dir):
+        todo = todo_in(out_dir, ids)
+        for image_id in progress_bar(todo, desc=desc, disable=not progress or not is_main(), leave=False):
+            cam, classes = load_maps(base_dir / f"{image_id}.npz")
+            fill, fill_classes = load_maps(fill_dir / f"{image_id}.npz")
+            if not np.array_equal(classes, fill_classes):
+                raise DataError(f"{fill_dir / f'{image_id}.npz'}: classes differ from those of {base_dir / f'{image_id}.npz'}")
+            fused = fuse(mode, torch.from_numpy(cam), torch.from_numpy(fill), **params).numpy()
+            save_maps(out_dir / f"{image_id}.npz", fused, classes)
     return len(todo)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +15,12 @@ import torch
 
 from wsss import localize
 from wsss.data.transforms import to_tensor
-from wsss.mapsio import save_maps
+from wsss.errors import DataError, RunDirError
+from wsss.mapsio import map_file_problem, save_maps
 from wsss.progress import progress_bar
 from wsss.results import ResultKey
-from wsss.run.rundir import Run
-from wsss.runtime import barrier, init_distributed, is_main, rank, shard
+from wsss.run.rundir import Run, log
+from wsss.runtime import barrier, init_distributed, is_main, rank, shard, world_size
 
 
 def method_options(run: Run, method: str) -> dict:
@@ -46,9 +48,15 @@ def write_maps(loc: localize.Localizer, ids: list[str], lookup: dict, out: Path,
                batch_size: int = 16, amp: bool = False, progress: bool = True, desc: str = "maps") -> tuple[int, float]:
     """Maps of ``ids`` (each read from ``lookup[id]``, a dataset) by ``loc``, one ``out/<id>.npz`` per image
     with the present classes only; images already in ``out`` are skipped. A batch holds images of one size.
-    Returns (images written, seconds)."""
+    Returns (images written, seconds). Stored files are checked first (:func:`todo_in`: a corrupt one is
+    named and computed again); a second writer of the same folder at the same time is refused (:func:`writing`)."""
     out.mkdir(parents=True, exist_ok=True)
-    todo = [i for i in ids if not (out / f"{i}.npz").exists()]
+    with writing(out):
+        return _write_maps(loc, ids, lookup, out, device, batch_size, amp, progress, desc)
+
+
+def _write_maps(loc, ids, lookup, out, device, batch_size, amp, progress, desc) -> tuple[int, float]:
+    todo = todo_in(out, ids)
     t0, done, i = time.time(), 0, 0
     amp = amp and device.type == "cuda"
     with progress_bar(total=len(todo), desc=desc, disable=not progress or not is_main(), leave=False) as pbar:
@@ -65,8 +73,16 @@ def write_maps(loc: localize.Localizer, ids: list[str], lookup: dict, out: Path,
                 i += 1
             x = torch.stack(images).to(device)
             y = torch.stack(labels).to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                maps = loc.attribute(x, y, ids=batch_ids)
+            try:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    maps = loc.attribute(x, y, ids=batch_ids)
+            except (RuntimeError, MemoryError) as exc:
+                if not _out_of_memory(exc):
+                    raise
+                first = lookup[batch_ids[0]].image_path(batch_ids[0])
+                raise DataError(f"{first}: out of memory computing maps of this {x.shape[-1]}x{x.shape[-2]} image "
+                                f"(batch of {len(batch_ids)}); set max_side to downscale large images (e.g. --set "
+                                "max_side=1024) or a smaller maps.batch_size, then rerun to resume") from None
             maps = maps.float().cpu().numpy()  # leaves the device once per batch
             y = y.cpu().numpy()
             for j, image_id in enumerate(batch_ids):
@@ -103,7 +119,55 @@ def missing(run: Run, key: str, ids: list[str]) -> list[str]:
 
 
 def missing_in(folder: Path, ids: list[str]) -> list[str]:
-    return [i for i in ids if not (folder / f"{i}.npz").exists()]
+    """The ids without a whole map file in ``folder`` (absent, or corrupt: see :func:`todo_in`)."""
+    return [i for i in ids if not (folder / f"{i}.npz").exists() or map_file_problem(folder / f"{i}.npz")]
+
+
+def todo_in(folder: Path, ids: list[str]) -> list[str]:
+    """The ids whose maps must be (re)computed: no file, or a file that cannot be trusted (empty, truncated,
+    missing arrays: :func:`wsss.mapsio.map_file_problem`), which is named and deleted."""
+    todo = []
+    for i in ids:
+        path = folder / f"{i}.npz"
+        if path.exists():
+            problem = map_file_problem(path)
+            if problem is None:
+                continue
+            log(f"  {path}: corrupt map file ({problem}); computing it again")
+            path.unlink(missing_ok=True)
+        todo.append(i)
+    return todo
+
+
+@contextmanager
+def writing(folder: Path):
+    """Hold ``folder/.writing.rank<r>`` locked (``fcntl.flock``, released when the process ends, even by
+    ``kill -9``) while maps are written: a second ``wsss maps`` of the same maps at the same time is refused
+    instead of racing on the same files and counting the time twice. A no-op where fcntl is missing."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    lock = folder / f".writing.rank{rank()}"
+    with open(lock, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirError(f"{folder}: another process is writing these maps now; wait for it to finish "
+                              "(then rerun to resume), or write another method") from None
+        if world_size() == 1:  # the only writer: temp files left by a killed one are garbage
+            for tmp in folder.glob(".*.tmp.npz"):
+                tmp.unlink(missing_ok=True)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or "out of memory" in text or "can't allocate memory" in text
 
 
 def add_timing(maps_dir: Path, images: int, seconds: float, device, **extra) -> None:
