@@ -447,7 +447,7 @@ def train_amn(
     from wsss.run.stages import amn, produce
 
     r = _run(run_dir, device)
-    from_maps = from_maps or r.cfg.amn.from_maps
+    from_maps = amn.source_key(from_maps or r.cfg.amn.from_maps).maps
     produce.ensure(r, from_maps, (r.cfg.train_split,))
     amn.train(r, from_maps)
     rk = ResultKey.parse(amn.name_for(r, from_maps or r.cfg.amn.from_maps))

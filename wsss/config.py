@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from wsss.errors import ConfigError
+from wsss.errors import ConfigError, first_error
 
 
 class _Model(BaseModel):
@@ -277,9 +277,7 @@ class RunConfig(_Model):
         try:
             return RunConfig.model_validate(raw)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err.get("loc", ()))
-            raise ConfigError(f"invalid option {where or '?'}: {err.get('msg', exc)}") from None
+            raise ConfigError(f"invalid option {first_error(exc)}") from None
 
 
 def _positive(v) -> bool:

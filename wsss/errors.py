@@ -21,3 +21,10 @@ class ConfigError(WsssError):
 
 class MissingDependencyError(WsssError):
     """An optional extra is needed (the message says which)."""
+
+
+def first_error(exc) -> str:
+    """``where: what`` of a pydantic ``ValidationError``'s first error (one line for a message)."""
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err.get("loc", ()))
+    return f"{where or 'top level'}: {err.get('msg', '?')}"

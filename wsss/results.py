@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from wsss.errors import RunDirError
+from wsss.errors import RunDirError, first_error
 
 POSTS = ("crf", "irn")
 """Post-processing steps a result key may name (``cam+crf``)."""
@@ -193,6 +193,4 @@ class Results(_Record):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err.get("loc", ()))
-            raise RunDirError(f"{path}: corrupt results file ({where or 'top level'}: {err.get('msg', '?')})") from None
+            raise RunDirError(f"{path}: corrupt results file ({first_error(exc)})") from None

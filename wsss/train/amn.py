@@ -28,20 +28,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
 
 from wsss import models
 from wsss.config import AMNConfig
 from wsss.errors import ConfigError, DataError, RunDirError, WsssError
 from wsss.mapsio import load_maps
 from wsss.models.amn import AMN, aspp_rates_for, build_amn
-from wsss.progress import progress_bar
 from wsss.pseudo import normalize_maps
-from wsss.runtime import init_distributed, is_main, world_size
+from wsss.runtime import init_distributed, world_size
 from wsss.train.common import (
     TrainSet,
+    ddp,
     freeze_batchnorm,
+    label_fractions,
     load_checkpoint,
+    loader,
+    maps_folder,
     run_epochs,
     save_checkpoint,
     train_crop,
@@ -196,17 +198,10 @@ def fit_amn(train_ds, maps_dir: Path, classifier: nn.Module, cfg: AMNConfig, dev
     """Train AMN on IR labels from ``maps_dir`` and return ``(model in eval mode, result)``; nothing is
     saved (see :func:`train_amn`)."""
     distributed = init_distributed(device)
-    maps_dir = Path(maps_dir)
-    if not maps_dir.is_dir():
-        raise RunDirError(f"{maps_dir}: no maps (run `wsss maps --method {cfg.from_maps}` on the "
-                          "training split)")
+    maps_dir = maps_folder(maps_dir, cfg.from_maps)
     t0 = time.time()
     labels = IRLabels.from_config(maps_dir, cfg, dataset=train_ds)
-    counts = np.zeros(3, np.int64)  # background, foreground, ignored
-    for image_id in progress_bar(train_ds.ids, desc="amn labels", disable=not (progress and is_main()), leave=False):
-        lab = labels(image_id)
-        counts += [(lab == 0).sum(), ((lab != 0) & (lab != IGNORE)).sum(), (lab == IGNORE).sum()]
-    t_labels = time.time() - t0
+    fractions, t_labels = label_fractions(train_ds, labels, "amn labels", progress)
 
     torch.manual_seed(seed)
     model = build_amn(classifier)
@@ -218,36 +213,27 @@ def fit_amn(train_ds, maps_dir: Path, classifier: nn.Module, cfg: AMNConfig, dev
             p.requires_grad_(False)
     model = model.to(device)
     data = TrainSet(train_ds, crop, cfg.scale, cfg.flip, seed=seed, mask_fn=labels, where=labels.path)
-    sampler = DistributedSampler(data, seed=seed, drop_last=True) if distributed else None
-    g = torch.Generator().manual_seed(seed)
-    loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
-                        num_workers=cfg.num_workers, drop_last=len(data) >= 2 * cfg.batch_size, generator=g)
+    batches, sampler = loader(data, cfg.batch_size, cfg.num_workers, seed, distributed)
     body, new = model.param_groups()
     opt = torch.optim.Adam([{"params": body, "lr": cfg.lr_backbone, "weight_decay": cfg.weight_decay},
                             {"params": new, "lr": cfg.lr_head, "weight_decay": cfg.weight_decay}])
-    net = model
-    if distributed:
-        ids = [device.index] if device.type == "cuda" else None
-        model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    net, model = model, ddp(model, device, distributed)
 
     def batch_loss(batch):
         images, image_labels, target = (t.to(device, non_blocking=True) for t in batch)
         return amn_loss(model(images, image_labels), target, cfg.smoothing)
 
-    history = run_epochs(model, data, loader, opt, cfg.epochs, batch_loss, device, "train-amn", progress,
+    history = run_epochs(model, data, batches, opt, cfg.epochs, batch_loss, device, "train-amn", progress,
                          sampler=sampler, on_train=(lambda: freeze_batchnorm(net.backbone)) if cfg.freeze_bn else None)
     net.eval()
-    total = max(int(counts.sum()), 1)
     result = {
         "loss_history": history, "seconds": time.time() - t0, "seconds_labels": t_labels,
         "epochs": cfg.epochs,
         "crf": labels.crf, "labels_from": cfg.from_maps, "normalization": cfg.normalization,
         "fg_threshold": cfg.fg_threshold, "bg_threshold": cfg.bg_threshold, "smoothing": cfg.smoothing,
-        "label_fractions": {"background": counts[0] / total, "foreground": counts[1] / total,
-                            "ignored": counts[2] / total},
+        "label_fractions": fractions,
         "rates": list(rates), "crop": crop, "images": len(train_ds.ids), "world_size": world_size(),
     }
-    result["label_fractions"] = {k: round(float(v), 4) for k, v in result["label_fractions"].items()}
     return net, result
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -198,3 +199,42 @@ def run_epochs(
         bar.set_postfix(epoch=epoch + 1, loss=f"{history[-1]:.3f}")
     bar.close()
     return history
+
+
+def label_fractions(train_ds, labels: Callable[[str], np.ndarray], desc: str, progress: bool) -> tuple[dict, float]:
+    """Make every training image's IR label once (``labels``: id -> uint8 map, 0 background, 255 ignored) and
+    return the shares of background / foreground / ignored pixels (rounded to 4 decimals) and the seconds."""
+    t0 = time.time()
+    counts = np.zeros(3, np.int64)
+    for image_id in progress_bar(train_ds.ids, desc=desc, disable=not (progress and is_main()), leave=False):
+        lab = labels(image_id)
+        counts += [(lab == 0).sum(), ((lab != 0) & (lab != 255)).sum(), (lab == 255).sum()]
+    total = max(int(counts.sum()), 1)
+    shares = {k: round(float(v / total), 4) for k, v in zip(("background", "foreground", "ignored"), counts, strict=True)}
+    return shares, time.time() - t0
+
+
+def loader(data: TrainSet, batch_size: int, num_workers: int, seed: int, distributed: bool):
+    """The training ``(DataLoader, sampler)``: seeded shuffling, or a DistributedSampler under torchrun; the
+    last partial batch dropped when there are at least two full ones."""
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    sampler = DistributedSampler(data, seed=seed, drop_last=True) if distributed else None
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(data, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, num_workers=num_workers,
+                      drop_last=len(data) >= 2 * batch_size, generator=g), sampler
+
+
+def ddp(model: torch.nn.Module, device: torch.device, distributed: bool) -> torch.nn.Module:
+    """``model`` wrapped in DistributedDataParallel under torchrun, else itself."""
+    if not distributed:
+        return model
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def maps_folder(maps_dir: str | Path, method: str) -> Path:
+    """``maps_dir`` as a Path, or a RunDirError saying how to make the maps a network trains on."""
+    maps_dir = Path(maps_dir)
+    if not maps_dir.is_dir():
+        raise RunDirError(f"{maps_dir}: no maps (run `wsss maps --method {method}` on the training split)")
+    return maps_dir

@@ -36,17 +36,24 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
 
 from wsss import models
 from wsss.config import IRNConfig
 from wsss.errors import RunDirError
 from wsss.irn import boundary_to_affinity, half_disk
 from wsss.models.irn import BoundaryBranch, build_irn
-from wsss.progress import progress_bar
-from wsss.runtime import init_distributed, is_main, world_size
+from wsss.runtime import init_distributed, world_size
 from wsss.train.amn import IGNORE, IRLabels, classifier_spec, ir_labels, use_crf
-from wsss.train.common import TrainSet, run_epochs, save_checkpoint, train_crop
+from wsss.train.common import (
+    TrainSet,
+    ddp,
+    label_fractions,
+    loader,
+    maps_folder,
+    run_epochs,
+    save_checkpoint,
+    train_crop,
+)
 
 __all__ = [
     "IRNConfig", "affinity_labels", "boundary_to_affinity", "fit_irn", "ir_labels", "irn_loss",
@@ -135,51 +142,35 @@ def fit_irn(train_ds, maps_dir: Path, classifier: nn.Module, cfg: IRNConfig, dev
     """Train the boundary branch on IR labels from ``maps_dir``; return ``(branch in eval mode, result)``.
     Nothing is saved (see :func:`train_irn`)."""
     distributed = init_distributed(device)
-    maps_dir = Path(maps_dir)
-    if not maps_dir.is_dir():
-        raise RunDirError(f"{maps_dir}: no maps (run `wsss maps --method {cfg.from_maps}` on the "
-                          "training split)")
+    maps_dir = maps_folder(maps_dir, cfg.from_maps)
     t0 = time.time()
     crf = use_crf(cfg)
     labels = IRLabels(maps_dir, cfg.fg_threshold, cfg.bg_threshold, cfg.normalization, crf=crf, dataset=train_ds)
-    counts = np.zeros(3, np.int64)  # background, foreground, ignored
-    for image_id in progress_bar(train_ds.ids, desc="irn labels", disable=not (progress and is_main()), leave=False):
-        lab = labels(image_id)
-        counts += [(lab == 0).sum(), ((lab != 0) & (lab != IGNORE)).sum(), (lab == IGNORE).sum()]
-    t_labels = time.time() - t0
+    fractions, t_labels = label_fractions(train_ds, labels, "irn labels", progress)
 
     torch.manual_seed(seed)
     model = build_irn(classifier, list(cfg.taps) if cfg.taps else None, cfg.stride).to(device)
     crop = train_crop(train_ds, cfg.crop)
     data = TrainSet(train_ds, crop, cfg.scale, cfg.flip, seed=seed, mask_fn=labels, where=labels.path)
-    sampler = DistributedSampler(data, seed=seed, drop_last=True) if distributed else None
-    g = torch.Generator().manual_seed(seed)
-    loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
-                        num_workers=cfg.num_workers, drop_last=len(data) >= 2 * cfg.batch_size, generator=g)
+    batches, sampler = loader(data, cfg.batch_size, cfg.num_workers, seed, distributed)
     levels, fuse = model.param_groups()
     opt = torch.optim.SGD([{"params": levels, "lr": cfg.lr},
                            {"params": fuse, "lr": cfg.lr * cfg.head_lr_mult}],
                           lr=cfg.lr, momentum=0.0, weight_decay=cfg.weight_decay)
-    net = model
-    if distributed:
-        ids = [device.index] if device.type == "cuda" else None
-        model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    net, model = model, ddp(model, device, distributed)
 
     def batch_loss(batch):
         images, _, masks = (t.to(device, non_blocking=True) for t in batch)
         return batch_irn_loss(model, images, masks, cfg.radius, net.stride)
 
-    history = run_epochs(model, data, loader, opt, cfg.epochs, batch_loss, device, "train-irn", progress,
+    history = run_epochs(model, data, batches, opt, cfg.epochs, batch_loss, device, "train-irn", progress,
                          sampler=sampler, schedule="poly")
     net.eval()
-    total = max(int(counts.sum()), 1)
     result = {
         "loss_history": history, "seconds": time.time() - t0, "seconds_labels": t_labels,
         "epochs": cfg.epochs, "crf": crf, "labels_from": cfg.from_maps, "normalization": cfg.normalization,
         "fg_threshold": cfg.fg_threshold, "bg_threshold": cfg.bg_threshold, "radius": cfg.radius,
-        "label_fractions": {"background": round(float(counts[0] / total), 4),
-                            "foreground": round(float(counts[1] / total), 4),
-                            "ignored": round(float(counts[2] / total), 4)},
+        "label_fractions": fractions,
         "taps": list(net.taps), "stride": net.stride, "crop": crop, "images": len(train_ds.ids),
         "world_size": world_size(), "config": cfg.model_dump(mode="json"),
     }

@@ -35,7 +35,8 @@ def name_for(run: Run, from_maps: str) -> str:
     return ResultKey(method, rk.classifier).maps
 
 
-def _maps_key(from_maps: str) -> ResultKey:
+def source_key(from_maps: str) -> ResultKey:
+    """``--from-maps`` checked: the maps key of a localization method (``cam``, ``oaa@oaa``), else ConfigError."""
     try:
         rk = ResultKey.parse(from_maps)
     except ValueError as exc:
@@ -55,7 +56,7 @@ def train(run: Run, from_maps: str | None = None, progress: bool = True, amn_cfg
     from wsss.run.stages import classifier
     from wsss.train.amn import train_amn
 
-    rk = _maps_key(from_maps or run.cfg.amn.from_maps)
+    rk = source_key(from_maps or run.cfg.amn.from_maps)
     from_maps = rk.maps
     cfg = (amn_cfg or run.cfg.amn).model_copy(update={"from_maps": from_maps})
     name = name or name_for(run, from_maps)
