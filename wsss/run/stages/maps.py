@@ -9,7 +9,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from wsss import localize
@@ -66,12 +65,18 @@ def write_maps(loc: localize.Localizer, ids: list[str], lookup: dict, out: Path,
             x = torch.stack(images).to(device)
             y = torch.stack(labels).to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                maps = loc.attribute(x, y, ids=batch_ids)
+                if isinstance(loc, localize.Localizer):  # the present classes only: never (B, K, H, W)
+                    res = loc.attribute(x, y, ids=batch_ids, compact=True)
+                    maps, slots = res.maps, res.classes
+                else:  # any object with a dense ``attribute`` (e.g. TrajectoryMaps)
+                    maps = loc.attribute(x, y, ids=batch_ids)
+                    slots = localize.slot_classes(y)
+                    maps = localize.pick(maps, slots)
             maps = maps.float().cpu().numpy()  # leaves the device once per batch
-            y = y.cpu().numpy()
+            slots = slots.cpu().numpy()
             for j, image_id in enumerate(batch_ids):
-                classes = np.nonzero(y[j])[0]
-                save_maps(out / f"{image_id}.npz", maps[j, classes], classes + 1)
+                n = int((slots[j] >= 0).sum())
+                save_maps(out / f"{image_id}.npz", maps[j, :n], slots[j, :n] + 1)
             done += len(batch_ids)
             pbar.update(len(batch_ids))
     return done, time.time() - t0
