@@ -35,8 +35,8 @@ class GradientLocalizer(Localizer):
         smooth_sigma: Gaussian smoothing of the final map, in pixels (0 = none).
         backward: how the present classes' input gradients are taken: ``batched`` (one vmapped backward
             for every class slot, ``is_grads_batched``), ``loop`` (one backward per slot, the graph
-            retained) or ``auto`` (``batched`` on CUDA, ``loop`` on CPU, where it measured faster). Never
-            changes a map beyond float rounding.
+            retained) or ``auto`` (``batched``: 0.86x the loop's time on CPU, smallcnn 128 px, 2 classes per
+            image, ``benchmarks/results/backward_modes_cpu.txt``). Never changes a map beyond float rounding.
     """
 
     default_samples = 1
@@ -79,7 +79,7 @@ class GradientLocalizer(Localizer):
         return dense_from_slots(self, images, labels, ids)
 
     def _batched(self, device: torch.device) -> bool:
-        return self.backward == "batched" or (self.backward == "auto" and device.type != "cpu")
+        return self.backward != "loop"
 
     def _attribute_slots(self, images, labels, ids, slot_cls):
         # class "slots": slot j of image i is its j-th present class, so one backward pass per slot
