@@ -537,3 +537,83 @@ def test_unknown_method_and_bad_inputs(small):
         loc.attribute(torch.rand(1, 1, 8, 8), torch.ones(1, K))
     with pytest.raises(ValueError):
         loc.attribute(torch.rand(2, 3, 8, 8), torch.ones(1, K))
+
+
+# ---- compact maps (the present classes only) and one backward for all classes ------------------------------
+@pytest.mark.parametrize("name", METHODS)
+def test_compact_equals_dense(name, small):
+    """``compact=True`` gives the dense maps of the present classes, slot by slot (a third-party method that only
+    implements the dense ``_attribute`` gets it too), with -1 padding slots of zeros."""
+    x = images(b=3)
+    labels = torch.tensor([[1.0, 0, 1], [0, 1, 0], [0, 0, 0]])
+    dense = _make(name, small, seed=3).attribute(x, labels, ids=["a", "b", "c"])
+    res = _make(name, small, seed=3).attribute(x, labels, ids=["a", "b", "c"], compact=True)
+    assert isinstance(res, L.ClassMaps)
+    assert res.classes.tolist() == [[0, 2], [1, -1], [-1, -1]]
+    assert res.maps.shape == (3, 2, SIZE, SIZE) and res.maps.dtype == torch.float32
+    assert torch.all(res.maps[res.classes < 0] == 0)
+    assert torch.allclose(res.dense(K), dense, rtol=1e-5, atol=1e-7)
+    maps1, cls1 = res.image(1)
+    assert cls1.tolist() == [1] and torch.allclose(maps1[0], dense[1, 1], rtol=1e-5, atol=1e-7)
+    none = _make(name, small).attribute(x[:1], torch.zeros(1, K), compact=True)
+    assert none.maps.shape == (1, 0, SIZE, SIZE) and none.classes.shape == (1, 0)
+
+
+def test_slot_classes_and_scatter():
+    labels = torch.tensor([[0.0, 1, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0]])
+    slots = L.slot_classes(labels)
+    assert slots.tolist() == [[1, 2], [0, -1], [-1, -1]]
+    maps = torch.rand(3, 2, 4, 5) * (slots >= 0)[:, :, None, None]
+    dense = L.scatter_slots(maps, slots, 4)
+    assert torch.equal(dense[0, 1], maps[0, 0]) and torch.equal(dense[0, 2], maps[0, 1])
+    assert torch.equal(dense[1, 0], maps[1, 0]) and dense[2].sum() == 0 and dense[:, 3].sum() == 0
+    assert torch.equal(L.pick(dense, slots)[slots >= 0], maps[slots >= 0])
+
+
+def test_compact_cam_never_builds_all_classes_at_full_size():
+    """K = 1000 with 2 present classes: the compact CAM result holds 2 maps, not 1000."""
+    torch.manual_seed(0)
+    model = create("smallcnn", 1000).eval()
+    labels = torch.zeros(1, 1000)
+    labels[0, [7, 900]] = 1
+    res = L.create("cam", model).attribute(images(b=1, size=64), labels, compact=True)
+    assert res.maps.shape == (1, 2, 64, 64) and res.classes.tolist() == [[7, 900]]
+
+
+BATCHED = [(m, "features") for m in ("saliency", "smoothgrad", "cropsal", "jigsaw", "gradcam", "gradcampp")]
+
+
+@pytest.mark.parametrize("name,layer", [*BATCHED, ("gradcam", "features.stage2"), ("gradcampp", "features.stage2")])
+def test_batched_backward_equals_loop(name, layer, small):
+    """One vmapped backward for every class slot gives the maps of one backward per slot."""
+    extra = {"layer": layer} if name.startswith("gradcam") else {"samples": 3, "chunk_size": 2, "seed": 1}
+    x = images(b=3)
+    labels = torch.tensor([[1.0, 0, 1], [0, 1, 0], [1, 1, 1]])
+    loop = L.create(name, small, backward="loop", **extra).attribute(x, labels, ids=["a", "b", "c"])
+    batched = L.create(name, small, backward="batched", **extra).attribute(x, labels, ids=["a", "b", "c"])
+    assert loop.sum() > 0
+    assert torch.allclose(batched, loop, rtol=1e-4, atol=1e-6 * float(loop.max()))
+    with pytest.raises(ConfigError):
+        L.create(name, small, backward="sideways")
+
+
+def test_batched_backward_options_never_change_the_key():
+    spec = L.spec("jigsaw")
+    assert spec.effective_options({"backward": "batched"}) == spec.effective_options({})
+
+
+@pytest.mark.parametrize("weighting,reduction", [("prob", "absmax"), ("uniform", "gradxinput"), ("uniform", "l2")])
+def test_batched_backward_reductions(weighting, reduction, small):
+    x, labels = images(b=2), torch.tensor([[1.0, 1, 0], [1, 1, 1]])
+    opts = dict(samples=2, weighting=weighting, reduction=reduction, seed=0)
+    loop = L.create("jigsaw", small, backward="loop", **opts).attribute(x, labels)
+    batched = L.create("jigsaw", small, backward="batched", **opts).attribute(x, labels)
+    assert torch.allclose(batched, loop, rtol=1e-4, atol=1e-6 * float(loop.max()))
+
+
+def test_multiscale_compact(small):
+    x, labels = images(b=2), torch.tensor([[1.0, 0, 1], [0, 1, 0]])
+    loc = MultiScale(L.create("gradcam", small), scales=(1.0, 0.5), flip=True)
+    dense = loc.attribute(x, labels)
+    res = loc.attribute(x, labels, compact=True)
+    assert torch.allclose(res.dense(K), dense, rtol=1e-5, atol=1e-7)

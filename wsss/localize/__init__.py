@@ -41,7 +41,7 @@ from wsss.errors import ConfigError
 from wsss.localize import aggregate, amn, cam, fusion, gradients, jigsaw, trained
 from wsss.localize.aggregate import CropSaliency, SmoothGrad
 from wsss.localize.amn import AMNLocalizer
-from wsss.localize.base import Localizer, MethodSpec, MultiScale
+from wsss.localize.base import ClassMaps, Localizer, MethodSpec, MultiScale, pick, scatter_slots, slot_classes
 from wsss.localize.cam import CAM, GradCAM, GradCAMPlusPlus
 from wsss.localize.fusion import Fused
 from wsss.localize.gradients import GradientLocalizer, Saliency
@@ -121,6 +121,7 @@ for _module in (cam, gradients, aggregate, jigsaw, fusion, amn, trained):
     for _spec in _module.SPECS:
         register(_spec)
 
-__all__ = ["CAM", "AMNLocalizer", "CropSaliency", "Fused", "GradCAM", "GradCAMPlusPlus", "GradientLocalizer",
-           "Jigsaw", "Localizer", "MethodSpec", "MultiScale", "OAAMaps", "Saliency", "ShuffleCAM", "SmoothGrad",
-           "Trajectory", "available", "create", "register", "spec", "specs", "unregister"]
+__all__ = ["CAM", "AMNLocalizer", "ClassMaps", "CropSaliency", "Fused", "GradCAM", "GradCAMPlusPlus",
+           "GradientLocalizer", "Jigsaw", "Localizer", "MethodSpec", "MultiScale", "OAAMaps", "Saliency", "ShuffleCAM",
+           "SmoothGrad", "Trajectory", "available", "create", "pick", "register", "scatter_slots", "slot_classes",
+           "spec", "specs", "unregister"]

@@ -4,8 +4,12 @@ A localizer turns a trained classifier into per-class maps::
 
     loc = wsss.localize.create("jigsaw", model, samples=32, seed=0)
     maps = loc.attribute(images, labels)   # (B,3,H,W) in [0,1], (B,K) multi-hot -> (B,K,H,W)
+    res = loc.attribute(images, labels, compact=True)   # ClassMaps: the present classes only
+    res.maps, res.classes                  # (B,S,H,W), (B,S) class index or -1; S = most classes of an image
 
 Maps are raw, non-negative float32 at the input size on the input's device, zero for absent classes.
+The compact result scales with the present classes, not with K (K = 1000 never allocates ``(B, K, H, W)``);
+the built-in methods compute only the present classes' maps in both forms.
 Normalization, thresholds and masks live in :mod:`wsss.pseudo`.
 
 A :class:`MethodSpec` sits next to each localizer and is the one place that says what the rest of the
@@ -49,8 +53,8 @@ class Localizer(ABC):
         self.model = model
         self.seed = int(seed)
 
-    def attribute(self, images: torch.Tensor, labels: torch.Tensor,
-                  ids: Sequence[str | int] | None = None) -> torch.Tensor:
+    def attribute(self, images: torch.Tensor, labels: torch.Tensor, ids: Sequence[str | int] | None = None, *,
+                  compact: bool = False) -> torch.Tensor | ClassMaps:
         """Per-class localization maps.
 
         Args:
@@ -58,8 +62,11 @@ class Localizer(ABC):
             labels: ``(B, K)`` multi-hot (present classes).
             ids: one id per image (seeds its randomness, so chunking, resume and sharding never
                 change a result); defaults to the position in the batch.
+            compact: return a :class:`ClassMaps` with the present classes' maps only (memory and time
+                proportional to the present classes, not to K); the same values as the dense maps.
         Returns:
-            ``(B, K, H, W)`` float32, non-negative, zero for absent classes.
+            ``(B, K, H, W)`` float32, non-negative, zero for absent classes; or, with ``compact``, a
+            :class:`ClassMaps` (``maps (B, S, H, W)``, ``classes (B, S)``).
         """
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
@@ -67,18 +74,90 @@ class Localizer(ABC):
             raise ValueError("images and labels disagree on the batch size")
         ids = list(range(images.shape[0])) if ids is None else list(ids)
         labels = labels.to(images.device).float()
+        if compact:
+            slots = slot_classes(labels)
+            with frozen(self.model), torch.set_grad_enabled(self.needs_grad):
+                maps = self._attribute_slots(images.float(), labels, ids, slots)
+            return ClassMaps(_clean(maps).mul_((slots >= 0)[:, :, None, None]), slots)
         with frozen(self.model), torch.set_grad_enabled(self.needs_grad):
             maps = self._attribute(images.float(), labels, ids)
-        maps = torch.nan_to_num(maps.float().clamp_min(0), nan=0.0, posinf=0.0)
-        return maps * (labels[:, :, None, None] > 0)
+        return _clean(maps).mul_(labels[:, :, None, None] > 0)
 
     @abstractmethod
     def _attribute(self, images: torch.Tensor, labels: torch.Tensor, ids: list) -> torch.Tensor:
         """Return ``(B, K, H, W)`` maps; the base class clamps, cleans and masks absent classes."""
 
+    def _attribute_slots(self, images: torch.Tensor, labels: torch.Tensor, ids: list,
+                         slots: torch.Tensor) -> torch.Tensor:
+        """``(B, S, H, W)`` maps of the classes in ``slots`` (:func:`slot_classes`; -1 slots are masked by the
+        caller). This default gathers them from the dense :meth:`_attribute`; a method that can compute only
+        the present classes overrides it (and derives :meth:`_attribute` with :func:`dense_from_slots`)."""
+        return pick(self._attribute(images, labels, ids), slots)
+
     def generator(self, image_id: str | int) -> torch.Generator:
         """A CPU generator seeded from ``(seed, image id)`` only, so every device draws the same numbers."""
         return torch.Generator().manual_seed(image_seed(self.seed, image_id))
+
+
+@dataclasses.dataclass
+class ClassMaps:
+    """Maps of the present classes only (``Localizer.attribute(..., compact=True)``).
+
+    Attributes:
+        maps: ``(B, S, H, W)`` float32; slot ``j`` of image ``i`` is the map of ``classes[i, j]``.
+        classes: ``(B, S)`` long class indices (0..K-1) in ascending order per image, ``-1`` for the padding
+            slots of images with fewer than ``S`` present classes (their maps are zero).
+    """
+
+    maps: torch.Tensor
+    classes: torch.Tensor
+
+    def dense(self, num_classes: int) -> torch.Tensor:
+        """The ``(B, K, H, W)`` maps (zero for absent classes)."""
+        return scatter_slots(self.maps, self.classes, num_classes)
+
+    def image(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image ``i``'s ``(maps (K_i, H, W), classes (K_i,))`` without the padding slots."""
+        n = int((self.classes[i] >= 0).sum())
+        return self.maps[i, :n], self.classes[i, :n]
+
+
+def slot_classes(labels: torch.Tensor) -> torch.Tensor:
+    """``(B, S)`` long: slot ``j`` of image ``i`` is its ``j``-th present class (ascending), ``-1`` past its
+    count; ``S`` is the most present classes of an image (one host sync)."""
+    present = labels > 0
+    counts = present.sum(1)
+    s = int(counts.max()) if labels.shape[0] else 0
+    order = torch.sort((~present).to(torch.int8), dim=1, stable=True).indices[:, :s]
+    valid = torch.arange(s, device=labels.device)[None] < counts[:, None]
+    return torch.where(valid, order, torch.full_like(order, -1))
+
+
+def scatter_slots(maps: torch.Tensor, slots: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``(B, S, H, W)`` slot maps -> ``(B, K, H, W)`` dense maps (zero for classes in no slot)."""
+    b, _, h, w = maps.shape
+    out = maps.new_zeros(b, num_classes, h, w)
+    bi, sj = torch.nonzero(slots >= 0, as_tuple=True)
+    out[bi, slots[bi, sj]] = maps[bi, sj]
+    return out
+
+
+def pick(scores: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    """``(B, S, ...)`` rows of ``scores`` ``(B, K, ...)`` at the slot classes (class 0 for -1 slots)."""
+    idx = slots.clamp_min(0)
+    return scores.gather(1, idx.view(*idx.shape, *([1] * (scores.dim() - 2))).expand(-1, -1, *scores.shape[2:]))
+
+
+def dense_from_slots(loc: Localizer, images: torch.Tensor, labels: torch.Tensor, ids: list) -> torch.Tensor:
+    """A slot-native method's dense :meth:`Localizer._attribute`: its slot maps scattered to ``(B, K, H, W)``."""
+    slots = slot_classes(labels)
+    return scatter_slots(loc._attribute_slots(images, labels, ids, slots), slots, labels.shape[1])
+
+
+def _clean(maps: torch.Tensor) -> torch.Tensor:
+    """Clamp at 0 and zero NaN / inf, in place on the method's (fresh) output: no extra (B, K, H, W) copies."""
+    maps = maps.detach().float()
+    return torch.nan_to_num_(maps.clamp_(min=0), nan=0.0, posinf=0.0)
 
 
 def image_seed(seed: int, image_id: str | int) -> int:
@@ -124,6 +203,8 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear upsampling of ``(B, K, h, w)`` maps to ``size`` (align_corners=False)."""
     if tuple(maps.shape[-2:]) == tuple(size):
         return maps
+    if maps.numel() == 0:
+        return maps.new_zeros(*maps.shape[:-2], *size)
     return nn.functional.interpolate(maps, size=size, mode="bilinear", align_corners=False)
 
 
@@ -137,6 +218,9 @@ class MultiScale(Localizer):
         self.needs_grad = inner.needs_grad
 
     def _attribute(self, images, labels, ids):
+        return dense_from_slots(self, images, labels, ids)
+
+    def _attribute_slots(self, images, labels, ids, slots):
         h, w = images.shape[-2:]
         total = None
         for s in self.scales:
@@ -147,7 +231,7 @@ class MultiScale(Localizer):
                 xi = x.flip(-1) if flipped else x
                 # the inner localizer sees a distinct id per view, so its randomness differs per view
                 view_ids = [f"{i}|{s}|{int(flipped)}" for i in ids]
-                maps = self.inner._attribute(xi, labels, view_ids).clamp_min(0)
+                maps = self.inner._attribute_slots(xi, labels, view_ids, slots).clamp_min(0)
                 maps = maps.flip(-1) if flipped else maps
                 maps = upsample(maps, (h, w))
                 total = maps if total is None else total + maps
@@ -222,12 +306,13 @@ class MethodSpec:
 
     def effective_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """The options a localizer built with ``options`` runs with: defaults updated by ``options``, without
-        the knobs that never change a map (``seed`` of a deterministic method, ``chunk_size``); tuples as
+        the knobs that never change a map (``seed`` of a deterministic method, ``chunk_size``, ``backward``); tuples as
         lists. Two option sets that give the same dict give the same maps."""
         out = {**self.defaults(), **options}
         if out.get("samples", 0) is None:
             out["samples"] = getattr(self.factory, "default_samples", 1)
         out.pop("chunk_size", None)
+        out.pop("backward", None)
         if not self.stochastic:
             out.pop("seed", None)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from wsss.errors import ConfigError
-from wsss.localize.base import Localizer, MethodSpec
+from wsss.localize.base import Localizer, MethodSpec, dense_from_slots
 from wsss.pseudo import normalize_maps
 
 BASE_NORM, FILLER_NORM = "max", "p99"
@@ -97,9 +97,14 @@ class Fused(Localizer):
         self.filler = create(filler or default_filler, model, seed=seed, **{**(filler_options or {}), **options})
 
     def _attribute(self, images, labels, ids):
+        return dense_from_slots(self, images, labels, ids)
+
+    def _attribute_slots(self, images, labels, ids, slots):
+        if slots.shape[1] == 0:
+            return images.new_zeros(images.shape[0], 0, *images.shape[-2:])
         with torch.no_grad():
-            cam = self.base.attribute(images, labels, ids)
-        return fuse(self.fusion, cam, self.filler.attribute(images, labels, ids), **self.params)
+            cam = self.base.attribute(images, labels, ids, compact=True).maps
+        return fuse(self.fusion, cam, self.filler.attribute(images, labels, ids, compact=True).maps, **self.params)
 
 
 def fusion_spec(name: str, base: str, filler: str, mode: str = "geo", summary: str = "", **fields) -> MethodSpec:

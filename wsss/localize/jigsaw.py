@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from wsss.errors import ConfigError
-from wsss.localize.base import Localizer, MethodSpec, upsample
+from wsss.localize.base import Localizer, MethodSpec, dense_from_slots, upsample
 from wsss.localize.gradients import GradientLocalizer
 from wsss.shuffle import apply_plan, coverage, random_plans
 
@@ -75,18 +75,22 @@ class ShuffleCAM(Localizer):
         self.align = int(model.stride)
 
     def _attribute(self, images, labels, ids):
-        b, k = labels.shape
+        return dense_from_slots(self, images, labels, ids)
+
+    def _attribute_slots(self, images, labels, ids, slots):
+        b, k = slots.shape
         h, w = images.shape[-2:]
         out = images.new_zeros(b, k, h, w)
         for i in range(b):
             gen = self.generator(ids[i])
+            cls = slots[i].clamp_min(0)
             acc = images.new_zeros(k, h * w + 1)
             cov = images.new_zeros(1, h * w + 1)
             for start in range(0, self.samples, self.chunk_size):
                 n = min(self.chunk_size, self.samples - start)
                 idx = random_plans(h, w, n, self.grids, gen, self.offsets, align=self.align, device=images.device)
                 shuffled = apply_plan(images[i : i + 1].expand(n, -1, -1, -1), idx, self.fill)
-                cams = self.model.forward_cam(self.model.forward_features(shuffled)).relu()
+                cams = self.model.forward_cam(self.model.forward_features(shuffled))[:, cls].relu()
                 cams = upsample(cams, (h, w)).flatten(2)  # (n, K, H*W), in shuffled positions
                 for s in range(n):  # un-shuffle: each output position returns to its source pixel
                     acc.scatter_add_(1, idx[s].expand(k, -1), cams[s])

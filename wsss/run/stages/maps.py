@@ -10,7 +10,6 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from wsss import localize
@@ -75,7 +74,13 @@ def _write_maps(loc, ids, lookup, out, device, batch_size, amp, progress, desc) 
             y = torch.stack(labels).to(device)
             try:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    maps = loc.attribute(x, y, ids=batch_ids)
+                    if isinstance(loc, localize.Localizer):  # the present classes only: never (B, K, H, W)
+                        res = loc.attribute(x, y, ids=batch_ids, compact=True)
+                        maps, slots = res.maps, res.classes
+                    else:  # any object with a dense ``attribute``
+                        maps = loc.attribute(x, y, ids=batch_ids)
+                        slots = localize.slot_classes(y)
+                        maps = localize.pick(maps, slots)
             except (RuntimeError, MemoryError) as exc:
                 if not _out_of_memory(exc):
                     raise
@@ -84,10 +89,10 @@ def _write_maps(loc, ids, lookup, out, device, batch_size, amp, progress, desc) 
                                 f"(batch of {len(batch_ids)}); set max_side to downscale large images (e.g. --set "
                                 "max_side=1024) or a smaller maps.batch_size, then rerun to resume") from None
             maps = maps.float().cpu().numpy()  # leaves the device once per batch
-            y = y.cpu().numpy()
+            slots = slots.cpu().numpy()
             for j, image_id in enumerate(batch_ids):
-                classes = np.nonzero(y[j])[0]
-                save_maps(out / f"{image_id}.npz", maps[j, classes], classes + 1)
+                n = int((slots[j] >= 0).sum())
+                save_maps(out / f"{image_id}.npz", maps[j, :n], slots[j, :n] + 1)
             done += len(batch_ids)
             pbar.update(len(batch_ids))
     return done, time.time() - t0
