@@ -102,8 +102,7 @@ class Run:
     # -- data ------------------------------------------------------------------------------------------------
     def dataset(self, split: str):
         if split not in self._datasets:
-            self._datasets[split] = open_dataset(self.cfg.data, split, format=self.cfg.format, labels=self.cfg.labels,
-                                                 max_side=self.cfg.max_side)
+            self._datasets[split] = open_split(self.cfg, split)
         return self._datasets[split]
 
     def split_ids(self, splits: tuple[str, ...]) -> list[str]:
@@ -219,6 +218,11 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def open_split(cfg: RunConfig, split: str):
+    """One split of the run's dataset as its config reads it (layout, labels file, largest side)."""
+    return open_dataset(cfg.data, split, format=cfg.format, labels=cfg.labels, max_side=cfg.max_side)
+
+
 def resolved(cfg: RunConfig) -> RunConfig:
     """``cfg`` with ``data`` an absolute path (a relative ``--data`` is relative to where the run was started)."""
     if not cfg.data:
@@ -239,7 +243,7 @@ def check_inputs(cfg: RunConfig) -> dict:
     datasets = {}
     for split in dict.fromkeys((cfg.train_split, cfg.score_split, cfg.tune_split, cfg.val_split)):
         if split:
-            datasets[split] = open_dataset(cfg.data, split, format=cfg.format, max_side=cfg.max_side)
+            datasets[split] = open_split(cfg, split)
     return datasets
 
 
