@@ -108,7 +108,7 @@ def test_report_full(tmp_path, tiny_voc_dir):
     cam = "| cam | 0.35 | 43.2 | 70.1 | 55.6 | 45.7 (0.30) | 0.25 | 12.3 | 61.1 | 50.1 | 22.2 | 0.002 |"
     assert cam in text
     assert text.index("| jigsaw |") < text.index("| cam |")  # sorted by mIoU@fixed
-    assert "| plain | smallcnn | 0.0 | 81.2 | 12 |" in text
+    assert "| plain | smallcnn | plain | 0.0 | 81.2 | 12 |" in text  # recipe column: plain
     assert "| cam | 30.0 | 50.0% | 5 |" in text and "| gt (fully supervised bound) | 60.0 |" in text
     assert "### Samples N" in text and "`wsss ablate --run RUN --samples 4,8`" in text
     assert "| jigsaw N=8 | 50.0 | 0.20 | 55.0 | 56.0 | 60.0 | 70.0 | — | 0.10 | 0.800 |" in text  # formatted once, here
