@@ -348,6 +348,8 @@ def main(argv=None) -> dict:
            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "models": {}, "marginal": {}}
     if device.type == "cuda":
         res["gpu"] = torch.cuda.get_device_name(0)
+    out = Path(args.out) if args.out else RESULTS / f"vs_references_{device.type}{'_bf16' if args.amp else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     for name in args.models:
         samples = args.samples or (8 if name == "smallcnn" else 4)
@@ -358,13 +360,11 @@ def main(argv=None) -> dict:
             cells.append(cell)
             print(f"[{time.time() - t0:6.0f}s] {name} k={k}: " + ", ".join(
                 f"{n} {v:.2f}" for n, v in cell["ratios"].items() if "seconds" not in n), flush=True)
-        res["models"][name] = cells
-        res["marginal"][name] = marginal(cells)
-    res["load_after"] = os.getloadavg()[0]
-    res["wall_seconds"] = time.time() - t0
-    out = Path(args.out) if args.out else RESULTS / f"vs_references_{device.type}{'_bf16' if args.amp else ''}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1) + "\n")
+            res["models"][name] = cells
+            res["marginal"][name] = marginal(cells)
+            res["load_after"] = os.getloadavg()[0]
+            res["wall_seconds"] = time.time() - t0
+            out.write_text(json.dumps(res, indent=1) + "\n")  # after every cell: a long run keeps what it did
     print(format_table(res))
     print(f"-> {out}")
     return res
