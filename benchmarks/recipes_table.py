@@ -84,13 +84,42 @@ def markdown(summary: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def tune_table(run_dir: Path) -> tuple[dict, str]:
+    """Best mIoU on the tune split (and its t) of every stored maps folder of the run that covers the tune
+    split: what the ablation chooses on (never the scored split)."""
+    from wsss.metrics import threshold_values
+    from wsss.run.rundir import Run
+    from wsss.run.stages.score import tune_threshold
+
+    run = Run(run_dir)
+    ds = run.dataset(run.cfg.tune_split)
+    cfg = run.cfg.pseudo
+    thresholds = threshold_values(cfg.t_start, cfg.t_stop, cfg.t_step)
+    rows = {}
+    for folder in sorted(p for p in (run.path / "maps").iterdir() if p.is_dir()):
+        if any(not (folder / f"{i}.npz").exists() for i in ds.ids):
+            continue
+        tune = tune_threshold(ds, folder, cfg.norm_for(folder.name), thresholds, cfg.t_step, progress=False)
+        rows[folder.name] = {"miou": tune["best"]["miou"], "t": tune["best"]["t"], "robust_width": tune["robust_width"]}
+    lines = [f"tune split of {run_dir} ({len(ds.ids)} images): best mIoU and its t per maps key", "",
+             "| key | tune mIoU | t | width |", "|---|---|---|---|"]
+    for key, r in sorted(rows.items(), key=lambda kv: -kv[1]["miou"]):
+        lines.append(f"| {key} | {100 * r['miou']:.1f} | {r['t']:.2f} | {r['robust_width']:.2f} |")
+    return rows, "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--out", type=Path, help="write OUT.json and OUT.txt")
+    ap.add_argument("--tune", action="store_true", help="the tune split's best mIoU of every stored maps key of "
+                    "one run (what the ablation chooses on)")
     args = ap.parse_args()
-    summary = summarize(args.runs)
-    text = markdown(summary)
+    if args.tune:
+        summary, text = tune_table(args.runs[0])
+    else:
+        summary = summarize(args.runs)
+        text = markdown(summary)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

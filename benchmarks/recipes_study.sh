@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# The training-recipes study (issue 17) on the built-in benchmark (v2 by default): Puzzle-CAM, OAA and our
+# jigsaw-consistency classifier next to the plain one, accumulation over the training trajectory, AMN on the
+# best two new maps, dense CRF; quality and cost in one table (benchmarks/recipes_table.py).
+#
+# Usage: bash benchmarks/recipes_study.sh [OUTDIR] [SEEDS]     (default runs/rec, "0 1 2")
+#        bash benchmarks/recipes_study.sh runs/rec ablate       (seed 0: alpha / grids / warm-up, on tune only)
+# Per seed S: data (`wsss data synth --seed S`), the plain classifier and its CAM (`wsss run --methods cam`,
+# snapshots after epochs 5, 10, 15, 20 for traj-cam), then classifiers puzzle, jigsaw-consistency and oaa
+# (`wsss train-cls --recipe R`, the same snapshots; two trained side by side), their maps and scores, and
+# the AMN baseline (+ CRF). Every step resumes (finished classifiers and maps are kept).
+# BEST="k1 k2": the two new maps keys that get AMN and CRF (chosen on tune: see the tune column of
+# benchmarks/results/recipes_tune_seed0.txt). Everything runs on CPU, one thread per process.
+set -euo pipefail
+out=${1:-runs/rec}
+what=${2:-0 1 2}
+bench=${BENCH:-v2}
+best=${BEST:-"cam@jigsaw-consistency jigsaw-cam@jigsaw-consistency"}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+snaps='classifier.snapshot_epochs=[5,10,15,20]'
+py=${PYTHON:-python}
+
+score() {  # score RUN METHOD [CLASSIFIER]: maps (resumable) + pseudo-masks and scores of METHOD@CLASSIFIER
+  local r=$1 m=$2 c=${3:-plain} key
+  key=$m; [ "$c" = plain ] || key=$m@$c
+  wsss maps --run "$r" --method "$m" --classifier "$c"
+  wsss pseudo --run "$r" --method "$key"
+}
+
+train() {  # train RUN RECIPE [--set ...]: classifier RECIPE unless trained
+  local r=$1 recipe=$2; shift 2
+  [ -f "$r/classifier@$recipe.pt" ] || wsss train-cls --run "$r" --recipe "$recipe" --set "$snaps" "$@"
+}
+
+one_seed() {
+  local s=$1 r=$out/run_$1
+  [ -d "$out/data_$s" ] || wsss data synth --out "$out/data_$s" --seed "$s" --benchmark "$bench"
+  [ -f "$r/report.md" ] || wsss run --data "$out/data_$s" --out "$r" --seed "$s" --no-seg --methods cam --force \
+    --set "$snaps"
+  train "$r" puzzle & p1=$!
+  train "$r" jigsaw-consistency & p2=$!
+  train "$r" oaa
+  wait "$p1"; wait "$p2"
+  for c in puzzle jigsaw-consistency oaa; do score "$r" cam "$c"; done
+  score "$r" oaa oaa
+  for c in plain jigsaw-consistency puzzle; do score "$r" traj-cam "$c"; done
+  score "$r" saliency jigsaw-consistency
+  score "$r" jigsaw                       # the plain classifier's jigsaw: the cost reference
+  score "$r" jigsaw jigsaw-consistency
+  score "$r" jigsaw-cam jigsaw-consistency  # fused from the stored cam@ and jigsaw@ maps
+  # the AMN baseline (on the plain CAM) and dense CRF, on this machine
+  [ -f "$r/amn.pt" ] || wsss train-amn --run "$r"
+  score "$r" amn
+  wsss pseudo --run "$r" --method amn --crf
+  wsss pseudo --run "$r" --method cam --crf
+  for key in $best; do  # the best two new maps: AMN trained on them, and + CRF
+    local m=${key%@*} c=${key#*@} amn_key
+    amn_key=$(
+      if [ "$m" = cam ]; then echo "amn@$c"; else echo "amn-$m@$c"; fi)
+    [ -f "$r/$amn_key.pt" ] || wsss train-amn --run "$r" --from-maps "$key"
+    score "$r" "${amn_key%@*}" "$c"
+    wsss pseudo --run "$r" --method "$key" --crf
+    wsss pseudo --run "$r" --method "$amn_key" --crf
+  done
+}
+
+if [ "$what" = ablate ]; then
+  # seed 0, chosen on tune only: the consistency weight alpha, the shuffle grids, the warm-up (alpha ramp; OAA's
+  # warm-up epochs). Each variant is a classifier named after it; only its tune maps are made and scored.
+  r=$out/run_0
+  ablate() {  # ablate NAME RECIPE METHOD [--set ...]
+    local name=$1 recipe=$2 m=$3; shift 3
+    [ -f "$r/classifier@$name.pt" ] || wsss train-cls --run "$r" --recipe "$recipe" --name "$name" "$@"
+    wsss maps --run "$r" --method "$m" --classifier "$name" --split tune
+  }
+  ablate jc-alpha1 jigsaw-consistency cam --set classifier.alpha=1
+  ablate jc-ramp0 jigsaw-consistency cam --set classifier.alpha_ramp=0
+  ablate jc-grid4 jigsaw-consistency cam --set 'classifier.jigsaw_grids=[4]'
+  ablate oaa-warm5 oaa oaa --set classifier.warmup_epochs=5
+  $py benchmarks/recipes_table.py --tune "$r" --out benchmarks/results/recipes_tune_seed0
+  exit 0
+fi
+
+for s in $what; do one_seed "$s"; done
+runs=(); for s in $what; do runs+=("$out/run_$s"); done
+$py benchmarks/recipes_table.py "${runs[@]}" --out "benchmarks/results/recipes_${bench}"
