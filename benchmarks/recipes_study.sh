@@ -5,6 +5,8 @@
 #
 # Usage: bash benchmarks/recipes_study.sh [OUTDIR] [SEEDS]     (default runs/rec, "0 1 2")
 #        bash benchmarks/recipes_study.sh runs/rec ablate       (seed 0: alpha / grids / warm-up, on tune only)
+# The session that ran it first (2 shared CPU cores) ran the recipes on seed 0 only:
+#        RECIPE_SEEDS=0 bash benchmarks/recipes_study.sh runs/rec "0 1 2"
 # Per seed S: data (`wsss data synth --seed S`), the plain classifier and its CAM (`wsss run --methods cam`,
 # snapshots after epochs 5, 10, 15, 20 for traj-cam), then classifiers puzzle, jigsaw-consistency and oaa
 # (`wsss train-cls --recipe R`, the same snapshots; two trained side by side), their maps and scores, and
@@ -15,7 +17,7 @@ set -euo pipefail
 out=${1:-runs/rec}
 what=${2:-0 1 2}
 bench=${BENCH:-v2}
-best=${BEST:-"cam@jigsaw-consistency jigsaw-cam@jigsaw-consistency"}
+best=${BEST:-"traj-cam cam@jigsaw-consistency"}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 snaps='classifier.snapshot_epochs=[5,10,15,20]'
 py=${PYTHON:-python}
@@ -32,31 +34,37 @@ train() {  # train RUN RECIPE [--set ...]: classifier RECIPE unless trained
   [ -f "$r/classifier@$recipe.pt" ] || wsss train-cls --run "$r" --recipe "$recipe" --set "$snaps" "$@"
 }
 
-one_seed() {
+base_seed() {  # the plain classifier, its CAM and trajectory CAM, the AMN baseline, dense CRF
   local s=$1 r=$out/run_$1
   [ -d "$out/data_$s" ] || wsss data synth --out "$out/data_$s" --seed "$s" --benchmark "$bench"
-  [ -f "$r/report.md" ] || wsss run --data "$out/data_$s" --out "$r" --seed "$s" --no-seg --methods cam --force \
-    --set "$snaps"
+  [ -f "$r/report.md" ] || wsss run --data "$out/data_$s" --out "$r" --seed "$s" --no-seg --methods cam,traj-cam \
+    --force --set "$snaps"
+  [ -f "$r/amn.pt" ] || wsss train-amn --run "$r"
+  score "$r" amn
+  for key in amn cam traj-cam; do wsss pseudo --run "$r" --method "$key" --crf; done
+}
+
+recipes_seed() {  # classifiers puzzle, jigsaw-consistency, oaa (two side by side) and their maps
+  local r=$out/run_$1
   train "$r" puzzle & p1=$!
   train "$r" jigsaw-consistency & p2=$!
   train "$r" oaa
   wait "$p1"; wait "$p2"
   for c in puzzle jigsaw-consistency oaa; do score "$r" cam "$c"; done
   score "$r" oaa oaa
-  for c in plain jigsaw-consistency puzzle; do score "$r" traj-cam "$c"; done
+  for c in jigsaw-consistency puzzle; do score "$r" traj-cam "$c"; done
   score "$r" saliency jigsaw-consistency
   score "$r" jigsaw                       # the plain classifier's jigsaw: the cost reference
   score "$r" jigsaw jigsaw-consistency
   score "$r" jigsaw-cam jigsaw-consistency  # fused from the stored cam@ and jigsaw@ maps
-  # the AMN baseline (on the plain CAM) and dense CRF, on this machine
-  [ -f "$r/amn.pt" ] || wsss train-amn --run "$r"
-  score "$r" amn
-  wsss pseudo --run "$r" --method amn --crf
-  wsss pseudo --run "$r" --method cam --crf
-  for key in $best; do  # the best two new maps: AMN trained on them, and + CRF
-    local m=${key%@*} c=${key#*@} amn_key
-    amn_key=$(
-      if [ "$m" = cam ]; then echo "amn@$c"; else echo "amn-$m@$c"; fi)
+}
+
+best_seed() {  # AMN trained on the best two new maps (chosen on tune), and + CRF
+  local r=$out/run_$1 key m c amn_key
+  for key in $best; do
+    m=${key%@*}; c=plain; [ "$key" = "$m" ] || c=${key#*@}
+    if [ "$m" = cam ]; then amn_key=amn; else amn_key=amn-$m; fi
+    [ "$c" = plain ] || amn_key=$amn_key@$c
     [ -f "$r/$amn_key.pt" ] || wsss train-amn --run "$r" --from-maps "$key"
     score "$r" "${amn_key%@*}" "$c"
     wsss pseudo --run "$r" --method "$key" --crf
@@ -81,6 +89,8 @@ if [ "$what" = ablate ]; then
   exit 0
 fi
 
-for s in $what; do one_seed "$s"; done
+for s in $what; do base_seed "$s"; done
+for s in ${RECIPE_SEEDS:-$what}; do recipes_seed "$s"; done
+for s in ${BEST_SEEDS:-$what}; do best_seed "$s"; done
 runs=(); for s in $what; do runs+=("$out/run_$s"); done
 $py benchmarks/recipes_table.py "${runs[@]}" --out "benchmarks/results/recipes_${bench}"
