@@ -54,3 +54,17 @@ def tiny_config(data, **updates):
     }
     base.update(updates)
     return cfg.with_updates(**base)
+
+
+def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    """``wsss ARGS`` in-process: (exit code, stdout, stderr)."""
+    from wsss.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["wsss", *map(str, args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,24 +18,12 @@ import torch
 import yaml
 from PIL import Image
 
-from wsss.cli import main
 from wsss.labelio import save_label_png
 from wsss.run.rundir import MARKER, Run
 
-from .conftest import tiny_config
-
+from .conftest import run_cli, tiny_config
 
 # ---- helpers ---------------------------------------------------------------------------------------------------
-def run_cli(monkeypatch, capsys, *args):
-    """``wsss ARGS`` in-process: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["wsss", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def assert_one_error(code: int, err: str, *names, exit_code: int = 1) -> str:

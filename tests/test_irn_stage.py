@@ -22,20 +22,11 @@ from wsss.run.rundir import Run
 from wsss.run.stages import irn as irn_stage
 from wsss.run.stages import score
 
-from .conftest import tiny_config
+from .conftest import run_cli, tiny_config
 
 TINY_IRN = {"irn.epochs": 1, "irn.batch_size": 8, "irn.crf": False, "irn.exp_times": 5}
 
 
-def run_cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["wsss", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 # ---- config ----------------------------------------------------------------------------------------------

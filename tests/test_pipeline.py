@@ -14,7 +14,7 @@ from wsss.run.pipeline import run_pipeline
 from wsss.run.rundir import Run
 from wsss.run.stages import maps, score
 
-from .conftest import tiny_config
+from .conftest import run_cli, tiny_config
 
 METHODS = ["cam", "gradcam", "saliency", "jigsaw", "jigsaw-cam", "amn"]
 
@@ -142,12 +142,10 @@ def _write_many(path: str, tag: str, start) -> None:
         r.update_results("concurrency", f"{tag}-{j}", value=j)
 
 
-def test_training_split_with_image_level_labels_only(tiny_data, tmp_path):
+def test_training_split_with_image_level_labels_only(tiny_data, tmp_path, monkeypatch, capsys):
     """The core WSSS case: train_aug images outside the scored/tuned splits have no mask, only a labels file
     (`wsss run --labels FILE`); the whole pipeline runs, and no segmenter is trained on true masks."""
     import shutil
-
-    from wsss.cli import main
 
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
@@ -164,18 +162,11 @@ def test_training_split_with_image_level_labels_only(tiny_data, tmp_path):
     assert len(labels) > len(keep)  # some training images really have no mask
     (tmp_path / "labels.json").write_text(json.dumps(labels))
     out = tmp_path / "run"
-    argv = ["wsss", "run", "--data", str(data), "--out", str(out), "--labels", str(tmp_path / "labels.json"),
-            "--methods", "cam,amn", "--device", "cpu", "--set", "classifier.epochs=1", "--set", "amn.epochs=1",
-            "--set", "seg.epochs=1", "--set", "seg.methods=[amn]"]
-    import sys
-
-    old, sys.argv = sys.argv, argv
-    try:
-        main()
-    except SystemExit as exc:
-        assert not exc.code
-    finally:
-        sys.argv = old
+    code, _, err = run_cli(monkeypatch, capsys, "run", "--data", data, "--out", out, "--labels",
+                           tmp_path / "labels.json", "--methods", "cam,amn", "--device", "cpu", "--set",
+                           "classifier.epochs=1", "--set", "amn.epochs=1", "--set", "seg.epochs=1", "--set",
+                           "seg.methods=[amn]")
+    assert code == 0, err
     res = json.loads((out / "results.json").read_text())
     assert {"cam", "amn"} <= set(res["methods"]) and set(res["segmentation"]) == {"amn"}
     assert len(list((out / "maps" / "cam").glob("*.npz"))) == len(labels)  # maps of every training image

@@ -14,6 +14,7 @@ from wsss.errors import ConfigError
 from wsss.localize.base import MethodSpec
 
 from . import test_localize
+from .conftest import run_cli
 
 TOY = "toy-erase"
 
@@ -27,21 +28,18 @@ def test_entry_point_method_is_registered_and_in_the_contract_tests():
 
 
 def test_plugin_method_through_run_report_and_methods(tiny_data, tmp_path, capsys, monkeypatch):
-    from wsss.cli import main
-
     out = tmp_path / "run"
-    monkeypatch.setattr("sys.argv", ["wsss", "run", "--data", str(tiny_data), "--out", str(out), "--no-seg",
-                                     "--methods", f"cam,{TOY}", "--device", "cpu", "--set", "classifier.epochs=1",
-                                     "--set", f"maps.options.{TOY}.samples=2"])
-    assert _exit_code(main) == 0
+    code, _, err = run_cli(monkeypatch, capsys, "run", "--data", tiny_data, "--out", out, "--no-seg", "--methods",
+                           f"cam,{TOY}", "--device", "cpu", "--set", "classifier.epochs=1", "--set",
+                           f"maps.options.{TOY}.samples=2")
+    assert code == 0, err
     res = json.loads((out / "results.json").read_text())
     toy = res["methods"][TOY]
     assert toy["normalization"] == "p99" and 0 <= toy["fixed"]["miou"] <= 1 and toy["seconds_per_image"] > 0
     assert len(list((out / "maps" / TOY).glob("*.npz"))) == len(list((out / "maps" / "cam").glob("*.npz")))
     assert f"| {TOY} |" in (out / "report.md").read_text()
-    monkeypatch.setattr("sys.argv", ["wsss", "methods"])
-    assert _exit_code(main) == 0
-    assert TOY in capsys.readouterr().out
+    code, stdout, _ = run_cli(monkeypatch, capsys, "methods")
+    assert code == 0 and TOY in stdout
 
 
 def test_plugin_method_option_typos_are_found_when_the_config_loads(tiny_data):
@@ -76,11 +74,3 @@ def test_register_from_a_module_and_refusals():
         L.register(MethodSpec("amn-x", spec.factory))
     with pytest.raises(ConfigError, match="fusion needs both"):
         MethodSpec("f", spec.factory, inputs=("cam", "jigsaw"))
-
-
-def _exit_code(main) -> int:
-    try:
-        main()
-    except SystemExit as exc:
-        return exc.code or 0
-    return 0

@@ -347,19 +347,6 @@ def test_train_classifier_runs_the_cam_recipes(recipe, tmp_path):
 
 
 # ---- wiring: train-cls --recipe, maps of any classifier, OAA / trajectory methods, AMN on keys with @ ---------
-def _cli(monkeypatch, capsys, *args):
-    import sys
-
-    from wsss.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["wsss", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_recipes_wired_through_the_run_directory(tiny_data, tmp_path, monkeypatch, capsys):
@@ -372,11 +359,11 @@ def test_recipes_wired_through_the_run_directory(tiny_data, tmp_path, monkeypatc
     from wsss.run.stages import maps as maps_stage
     from wsss.train.recipes import write_oaa_maps
 
-    from .conftest import tiny_config
+    from .conftest import run_cli, tiny_config
 
     run = Run.create(tmp_path / "r", tiny_config(tiny_data, **{"maps.methods": ["cam"], "train_segmenter": False}))
     r = str(run.path)
-    ok = lambda *a: _cli(monkeypatch, capsys, *a)  # noqa: E731
+    ok = lambda *a: run_cli(monkeypatch, capsys, *a)  # noqa: E731
     code, _, err = ok("train-cls", "--run", r, "--recipe", "puzzle", "--set", "classifier.alpha=2")
     assert code == 0, err
     code, _, err = ok("train-cls", "--run", r, "--recipe", "oaa", "--set", "classifier.snapshot_epochs=[1, 2]",
