@@ -6,14 +6,33 @@
 # IRN_FROM=cam (default here): one IRN, trained on CAM labels (IRN's protocol), walks every method's maps;
 # IRN_FROM=self (the config default): one IRN per method on its own maps (AMN's protocol for AMN), which also
 # needs jigsaw's maps on the 480 training images (about 3x the jigsaw cost: too slow for the shared CPU here).
+# FROM_RUNS=DIR: reuse the runs of benchmarks/recipes_study.sh (DIR/run_<seed>: the same benchmark, classifier,
+# CAM and jigsaw maps and AMN; made with irn.from_maps=cam) and add only the IRN, jigsaw-cam and the scores.
 # Usage: [SEEDS="0 1 2"] [BENCH=v2] [IRN_FROM=cam|self] bash benchmarks/irn_study.sh [OUTDIR]   (default runs/irn)
+#        FROM_RUNS=runs/rec [SEEDS="0 1 2"] bash benchmarks/irn_study.sh
 set -euo pipefail
 out=${1:-runs/irn}
 bench=${BENCH:-v2}
 seeds=${SEEDS:-0 1 2}
 irn_from=${IRN_FROM:-cam}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+if [ -n "${FROM_RUNS:-}" ]; then
+  out=$FROM_RUNS
+  for s in $seeds; do
+    r=$out/run_$s
+    grep -q "from_maps: $irn_from" <(sed -n '/^irn:/,/^[a-z]/p' "$r/config.yaml") \
+      || { echo "$r/config.yaml: irn.from_maps is not $irn_from" >&2; exit 2; }
+    [ -f "$r/irn-$irn_from.pt" ] || wsss train-irn --run "$r" --from-maps "$irn_from"
+    for m in cam jigsaw-cam amn; do
+      wsss maps --run "$r" --method "$m"  # stored maps are kept (jigsaw-cam: fused from cam and jigsaw)
+      wsss pseudo --run "$r" --method "$m"
+      wsss pseudo --run "$r" --method "$m" --crf
+      wsss pseudo --run "$r" --method "$m" --irn
+    done
+  done
+fi
 for s in $seeds; do
+  [ -n "${FROM_RUNS:-}" ] && break
   [ -d "$out/data_$s" ] || wsss data synth --out "$out/data_$s" --seed "$s" --benchmark "$bench"
   [ -f "$out/run_$s/report.md" ] || wsss run --data "$out/data_$s" --out "$out/run_$s" --seed "$s" --device cpu \
     --no-seg --methods cam,jigsaw-cam,amn --post crf,irn --set "irn.from_maps=$irn_from" --resume

@@ -38,7 +38,7 @@ base_seed() {  # the plain classifier, its CAM and trajectory CAM, the AMN basel
   local s=$1 r=$out/run_$1
   [ -d "$out/data_$s" ] || wsss data synth --out "$out/data_$s" --seed "$s" --benchmark "$bench"
   [ -f "$r/report.md" ] || wsss run --data "$out/data_$s" --out "$r" --seed "$s" --no-seg --methods cam,traj-cam \
-    --force --set "$snaps"
+    --force --set "$snaps" --set irn.from_maps=cam  # one IRN, from CAM: FROM_RUNS=OUT benchmarks/irn_study.sh
   [ -f "$r/amn.pt" ] || wsss train-amn --run "$r"
   score "$r" amn
   for key in amn cam traj-cam; do wsss pseudo --run "$r" --method "$key" --crf; done

@@ -162,8 +162,8 @@ def test_ir_labels_hand_example():
 def test_ir_labels_crf_refines_both_maps(monkeypatch):
     calls = []
 
-    def fake_refine(image, labels, n_labels, gt_prob=0.7, iters=10):
-        calls.append((image.shape, labels.copy(), n_labels))
+    def fake_refine(image, labels, n_labels, gt_prob=0.7, iters=10, sxy_bilateral=50):
+        calls.append((image.shape, labels.copy(), n_labels, sxy_bilateral))
         return labels
 
     monkeypatch.setitem(sys.modules, "wsss.crf", types.SimpleNamespace(crf_refine_labels=fake_refine))
@@ -172,9 +172,13 @@ def test_ir_labels_crf_refines_both_maps(monkeypatch):
     out = ir_labels(maps, np.array([2]), image=image, crf=True)
     assert np.array_equal(out, [[2, 255, 0]])
     assert [c[2] for c in calls] == [2, 2]
+    assert [c[3] for c in calls] == [50, 50]  # IRN's kernel unless told
     assert np.array_equal(calls[0][1], [[1, 0, 0]]) and np.array_equal(calls[1][1], [[1, 1, 0]])
     with pytest.raises(ValueError):
         ir_labels(maps, np.array([2]), crf=True)
+    calls.clear()
+    ir_labels(maps, np.array([2]), image=image, crf=True, crf_sxy=None)
+    assert [c[3] for c in calls] == [None, None]  # scaled to the image by the CRF
 
 
 def test_ir_labels_real_crf_accepts_read_only_image():

@@ -56,6 +56,17 @@ def test_crf_cleans_a_two_region_mask():
     assert labels.shape == truth.shape and (labels == truth).mean() > 0.99
 
 
+def test_refine_labels_bilateral_width_scales_with_the_image():
+    """``sxy_bilateral=None``: IRN's 50 px at 500 px scaled to the longer side (16 px at 160 px)."""
+    pytest.importorskip("pydensecrf.densecrf", reason=SKIP)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (40, 160, 3), dtype=np.uint8)
+    labels = (rng.random((40, 160)) < 0.3).astype(np.int64)
+    scaled = crf.crf_refine_labels(image, labels, 2, sxy_bilateral=None)
+    assert np.array_equal(scaled, crf.crf_refine_labels(image, labels, 2, sxy_bilateral=16.0))
+    assert not np.array_equal(scaled, crf.crf_refine_labels(image, labels, 2))  # 50: a different CRF
+
+
 def test_refine_mask_gives_class_ids():
     pytest.importorskip("pydensecrf.densecrf", reason=SKIP)
     image, truth, probs = _two_regions(1)

@@ -15,6 +15,7 @@ __all__ = ["crf_available", "crf_inference", "crf_refine_labels", "refine_mask"]
 
 _MISSING = "dense CRF needs pydensecrf2: pip install 'wsss[crf]'"
 _PROB_FLOOR = 1e-5  # probabilities are clipped here before -log (as pydensecrf's unary_from_softmax)
+IRN_IMAGE_SIDE = 500  # the longer side of PASCAL VOC photos, for which IRN's kernels were set
 IRN_KERNELS = {"sxy_gauss": 3, "compat_gauss": 3, "sxy_bilateral": 50, "srgb": 5, "compat_bilateral": 10}
 
 
@@ -84,13 +85,18 @@ def crf_inference(image: np.ndarray, probs: np.ndarray, iters: int = 10, sxy_gau
 
 
 def crf_refine_labels(image: np.ndarray, labels: np.ndarray, n_labels: int, gt_prob: float = 0.7,
-                      iters: int = 10) -> np.ndarray:
+                      iters: int = 10, sxy_bilateral: float | None = 50) -> np.ndarray:
     """IRN's ``crf_inference_label``: trust each pixel's label with probability ``gt_prob`` (the rest spread
-    evenly over the other labels), run the CRF with the default kernels, take the argmax.
+    evenly over the other labels), run the CRF with IRN's kernels, take the argmax.
 
     Args:
         image: uint8 ``(H, W, 3)``.
         labels: int ``(H, W)`` in ``[0, n_labels)`` (indices, e.g. 0 = background, i = i-th present class).
+        sxy_bilateral: spatial width (pixels) of the bilateral kernel. IRN's 50 is for PASCAL VOC photos
+            (longer side 500); ``None`` scales it to the image, ``50 * longer side / 500``. On small images
+            the unscaled kernel spans most of the image and the larger label (background) swallows the
+            smaller one (on the 160 px built-in benchmark: 14 % confident foreground before the CRF, 1.7 %
+            after it with 50, 10.6 % with the scaled 16).
 
     Returns:
         int64 ``(H, W)`` refined labels in ``[0, n_labels)``.
@@ -109,7 +115,11 @@ def crf_refine_labels(image: np.ndarray, labels: np.ndarray, n_labels: int, gt_p
     flat = labels.reshape(-1).astype(np.int64)
     unary = np.full((n_labels, flat.size), -np.log((1.0 - gt_prob) / (n_labels - 1)), dtype=np.float32)
     unary[flat, np.arange(flat.size)] = -np.log(gt_prob)
-    q = _mean_field(image, unary, iters, **IRN_KERNELS)
+    kernels = dict(IRN_KERNELS)
+    if sxy_bilateral is None:
+        sxy_bilateral = IRN_KERNELS["sxy_bilateral"] * max(labels.shape) / IRN_IMAGE_SIDE
+    kernels["sxy_bilateral"] = float(sxy_bilateral)
+    q = _mean_field(image, unary, iters, **kernels)
     return q.argmax(0).astype(np.int64)
 
 

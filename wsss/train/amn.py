@@ -54,7 +54,7 @@ IGNORE = 255
 
 # ---- labels ----------------------------------------------------------------------------------------------
 def ir_labels(norm_maps: np.ndarray, classes: np.ndarray, fg: float = 0.30, bg: float = 0.05,
-              image: np.ndarray | None = None, crf: bool = False) -> np.ndarray:
+              image: np.ndarray | None = None, crf: bool = False, crf_sxy: float | None = 50) -> np.ndarray:
     """IRN's ``cam_to_ir_label``: confident foreground, confident background, the rest ignored.
 
     Args:
@@ -65,6 +65,7 @@ def ir_labels(norm_maps: np.ndarray, classes: np.ndarray, fg: float = 0.30, bg: 
         image: uint8 ``(H, W, 3)``, needed for ``crf``.
         crf: refine the foreground label map and the background label map separately by dense CRF
             before combining them (IRN); needs the ``crf`` extra.
+        crf_sxy: the CRF's bilateral width (:func:`wsss.crf.crf_refine_labels`; ``None``: scaled to the image).
     Returns:
         uint8 ``(H, W)``: 0 background, class ids, 255 ignored.
 
@@ -93,7 +94,7 @@ def ir_labels(norm_maps: np.ndarray, classes: np.ndarray, fg: float = 0.30, bg: 
         padded = np.concatenate([np.full((1, *maps.shape[1:]), threshold, np.float32), maps])
         idx = padded.argmax(axis=0)
         if refine is not None and len(keys) > 1:
-            idx = np.asarray(refine(image, idx, len(keys)))
+            idx = np.asarray(refine(image, idx, len(keys), sxy_bilateral=crf_sxy))
         return keys[idx]
 
     fg_conf = confident(fg)
@@ -121,6 +122,7 @@ class IRLabels:
         fg, bg: thresholds of :func:`ir_labels`.
         normalization: how the raw maps are normalized first (``max``: IRN's convention).
         crf: dense-CRF refinement (needs ``dataset`` for the images).
+        crf_sxy: its bilateral width (:func:`ir_labels`).
         dataset: the dataset the ids come from (``image(id)``); needed for ``crf``, and used to check
             that maps and images have the same size.
         missing_ok: give ``None`` for an image without stored maps (AMN inference on images outside the
@@ -128,12 +130,12 @@ class IRLabels:
     """
 
     def __init__(self, maps_dir: str | Path, fg: float = 0.30, bg: float = 0.05, normalization: str = "max",
-                 crf: bool = False, dataset=None, missing_ok: bool = False):
+                 crf: bool = False, dataset=None, missing_ok: bool = False, crf_sxy: float | None = 50):
         if crf and dataset is None:
             raise ValueError("IRLabels: crf=True needs the dataset (for the images)")
         self.maps_dir, self.fg, self.bg = Path(maps_dir), float(fg), float(bg)
         self.normalization, self.crf, self.dataset = normalization, bool(crf), dataset
-        self.missing_ok = bool(missing_ok)
+        self.missing_ok, self.crf_sxy = bool(missing_ok), crf_sxy
         self._cache: dict[str, np.ndarray] = {}
 
     @classmethod
@@ -154,7 +156,8 @@ class IRLabels:
                 raise DataError(f"{self.path(image_id)}: maps are {maps.shape[2]}x{maps.shape[1]}, "
                                 f"image is {image.shape[1]}x{image.shape[0]}")
             norm = normalize_maps(maps, self.normalization)
-            self._cache[image_id] = ir_labels(norm, classes, self.fg, self.bg, image=image, crf=self.crf)
+            self._cache[image_id] = ir_labels(norm, classes, self.fg, self.bg, image=image, crf=self.crf,
+                                               crf_sxy=self.crf_sxy)
         return self._cache[image_id]
 
 

@@ -145,7 +145,8 @@ def fit_irn(train_ds, maps_dir: Path, classifier: nn.Module, cfg: IRNConfig, dev
     maps_dir = maps_folder(maps_dir, cfg.from_maps)
     t0 = time.time()
     crf = use_crf(cfg)
-    labels = IRLabels(maps_dir, cfg.fg_threshold, cfg.bg_threshold, cfg.normalization, crf=crf, dataset=train_ds)
+    labels = IRLabels(maps_dir, cfg.fg_threshold, cfg.bg_threshold, cfg.normalization, crf=crf, dataset=train_ds,
+                      crf_sxy=cfg.crf_sxy)
     fractions, t_labels = label_fractions(train_ds, labels, "irn labels", progress)
 
     torch.manual_seed(seed)
@@ -168,7 +169,7 @@ def fit_irn(train_ds, maps_dir: Path, classifier: nn.Module, cfg: IRNConfig, dev
     net.eval()
     result = {
         "loss_history": history, "seconds": time.time() - t0, "seconds_labels": t_labels,
-        "epochs": cfg.epochs, "crf": crf, "labels_from": cfg.from_maps, "normalization": cfg.normalization,
+        "epochs": cfg.epochs, "crf": crf, "crf_sxy": cfg.crf_sxy, "labels_from": cfg.from_maps, "normalization": cfg.normalization,
         "fg_threshold": cfg.fg_threshold, "bg_threshold": cfg.bg_threshold, "radius": cfg.radius,
         "label_fractions": fractions,
         "taps": list(net.taps), "stride": net.stride, "crop": crop, "images": len(train_ds.ids),
