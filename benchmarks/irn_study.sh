@@ -23,8 +23,9 @@ if [ -n "${FROM_RUNS:-}" ]; then
     grep -q "from_maps: $irn_from" <(sed -n '/^irn:/,/^[a-z]/p' "$r/config.yaml") \
       || { echo "$r/config.yaml: irn.from_maps is not $irn_from" >&2; exit 2; }
     [ -f "$r/irn-$irn_from.pt" ] || wsss train-irn --run "$r" --from-maps "$irn_from"
+    wsss maps --run "$r" --method jigsaw  # (stored maps are kept)
     for m in cam jigsaw-cam amn; do
-      wsss maps --run "$r" --method "$m"  # stored maps are kept (jigsaw-cam: fused from cam and jigsaw)
+      wsss maps --run "$r" --method "$m"  # jigsaw-cam: fused from the stored cam and jigsaw maps
       wsss pseudo --run "$r" --method "$m"
       wsss pseudo --run "$r" --method "$m" --crf
       wsss pseudo --run "$r" --method "$m" --irn

@@ -11,13 +11,15 @@
 # snapshots after epochs 5, 10, 15, 20 for traj-cam), then classifiers puzzle, jigsaw-consistency and oaa
 # (`wsss train-cls --recipe R`, the same snapshots; two trained side by side), their maps and scores, and
 # the AMN baseline (+ CRF). Every step resumes (finished classifiers and maps are kept).
-# BEST="k1 k2": the two new maps keys that get AMN and CRF (chosen on tune: see the tune column of
-# benchmarks/results/recipes_tune_seed0.txt). Everything runs on CPU, one thread per process.
+# BEST="k1 k2": the two new maps keys that get AMN and CRF (chosen on tune: the tune column of
+# benchmarks/results/recipes_v2_seed0.txt: traj-cam 62.2, oaa@oaa 59.4). RECIPES: the classifiers trained (e.g.
+# RECIPES=oaa skips Puzzle-CAM and jigsaw-consistency). Everything runs on CPU, one thread per process.
 set -euo pipefail
 out=${1:-runs/rec}
 what=${2:-0 1 2}
 bench=${BENCH:-v2}
-best=${BEST:-"traj-cam cam@jigsaw-consistency"}
+best=${BEST:-"traj-cam oaa@oaa"}
+recipes=${RECIPES:-puzzle jigsaw-consistency oaa}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 snaps='classifier.snapshot_epochs=[5,10,15,20]'
 py=${PYTHON:-python}
@@ -44,19 +46,20 @@ base_seed() {  # the plain classifier, its CAM and trajectory CAM, the AMN basel
   for key in amn cam traj-cam; do wsss pseudo --run "$r" --method "$key" --crf; done
 }
 
-recipes_seed() {  # classifiers puzzle, jigsaw-consistency, oaa (two side by side) and their maps
-  local r=$out/run_$1
-  train "$r" puzzle & p1=$!
-  train "$r" jigsaw-consistency & p2=$!
-  train "$r" oaa
-  wait "$p1"; wait "$p2"
-  for c in puzzle jigsaw-consistency oaa; do score "$r" cam "$c"; done
-  score "$r" oaa oaa
-  for c in jigsaw-consistency puzzle; do score "$r" traj-cam "$c"; done
-  score "$r" saliency jigsaw-consistency
-  score "$r" jigsaw                       # the plain classifier's jigsaw: the cost reference
-  score "$r" jigsaw jigsaw-consistency
-  score "$r" jigsaw-cam jigsaw-consistency  # fused from the stored cam@ and jigsaw@ maps
+recipes_seed() {  # classifiers $RECIPES (default puzzle, jigsaw-consistency, oaa; the first two side by side with
+  local r=$out/run_$1 c pids=()  # oaa) and their maps
+  for c in $recipes; do [ "$c" = oaa ] || { train "$r" "$c" & pids+=($!); }; done
+  case " $recipes " in *" oaa "*) train "$r" oaa ;; esac
+  for p in "${pids[@]}"; do wait "$p"; done
+  for c in $recipes; do score "$r" cam "$c"; done
+  case " $recipes " in *" oaa "*) score "$r" oaa oaa ;; esac
+  for c in $recipes; do [ "$c" = oaa ] || score "$r" traj-cam "$c"; done
+  score "$r" jigsaw                         # the plain classifier's jigsaw: the cost reference
+  case " $recipes " in *" jigsaw-consistency "*)
+    score "$r" saliency jigsaw-consistency
+    score "$r" jigsaw jigsaw-consistency
+    score "$r" jigsaw-cam jigsaw-consistency  # fused from the stored cam@ and jigsaw@ maps
+  esac
 }
 
 best_seed() {  # AMN trained on the best two new maps (chosen on tune), and + CRF
