@@ -22,7 +22,7 @@ import json
 import statistics
 from pathlib import Path
 
-METHODS = ("cam", "jigsaw-cam", "amn")
+METHODS = ("cam", "jigsaw-cam", "amn", "traj-cam")
 POSTS = ("", "+crf", "+irn")
 
 

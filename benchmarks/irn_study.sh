@@ -7,7 +7,8 @@
 # IRN_FROM=self (the config default): one IRN per method on its own maps (AMN's protocol for AMN), which also
 # needs jigsaw's maps on the 480 training images (about 3x the jigsaw cost: too slow for the shared CPU here).
 # FROM_RUNS=DIR: reuse the runs of benchmarks/recipes_study.sh (DIR/run_<seed>: the same benchmark, classifier,
-# CAM and jigsaw maps and AMN; made with irn.from_maps=cam) and add only the IRN, jigsaw-cam and the scores.
+# CAM and jigsaw maps and AMN; made with irn.from_maps=cam) and add only the IRN, jigsaw-cam and the scores, and
+# traj-cam (CAM averaged over the classifier's snapshots, the round-two study's best new map) plain/+crf/+irn.
 # Usage: [SEEDS="0 1 2"] [BENCH=v2] [IRN_FROM=cam|self] bash benchmarks/irn_study.sh [OUTDIR]   (default runs/irn)
 #        FROM_RUNS=runs/rec [SEEDS="0 1 2"] bash benchmarks/irn_study.sh
 set -euo pipefail
@@ -24,7 +25,7 @@ if [ -n "${FROM_RUNS:-}" ]; then
       || { echo "$r/config.yaml: irn.from_maps is not $irn_from" >&2; exit 2; }
     [ -f "$r/irn-$irn_from.pt" ] || wsss train-irn --run "$r" --from-maps "$irn_from"
     wsss maps --run "$r" --method jigsaw  # (stored maps are kept)
-    for m in cam jigsaw-cam amn; do
+    for m in cam jigsaw-cam amn traj-cam; do  # traj-cam: the best new map of the recipes study (on tune)
       wsss maps --run "$r" --method "$m"  # jigsaw-cam: fused from the stored cam and jigsaw maps
       wsss pseudo --run "$r" --method "$m"
       wsss pseudo --run "$r" --method "$m" --crf
