@@ -2,8 +2,8 @@
 
     PYTHONPATH=. python benchmarks/demo_samples_tune.py RUN 16 8
 
-RUN needs classifier.pt and stored cam maps (and stored jigsaw maps for the N the run used, default 16: those
-are scored as they are); other N are computed on the tune images into RUN/maps/jigsaw_s<N>, fused with the stored
+RUN needs classifier.pt and stored cam maps (and stored jigsaw maps for the N the run used, 16 unless its config
+sets ``maps.options.jigsaw.samples``: those are scored as they are); other N are computed on the tune images into RUN/maps/jigsaw_s<N>, fused with the stored
 cam maps (geo) into RUN/maps/jigsaw-cam_s<N>, and scored with the threshold chosen on tune.
 """
 
@@ -26,9 +26,10 @@ if __name__ == "__main__":
     cfg = run.cfg.pseudo
     th = threshold_values(cfg.t_start, cfg.t_stop, cfg.t_step)
     clf = classifier.load(run, "plain")
+    stored = localize.spec("jigsaw").effective_options(run.cfg.maps.options.get("jigsaw", {}))["samples"]
     for n in [int(a) for a in sys.argv[2:]]:
-        d = run.path / "maps" / ("jigsaw" if n == 16 else f"jigsaw_s{n}")
-        if n != 16:
+        d = run.path / "maps" / ("jigsaw" if n == stored else f"jigsaw_s{n}")
+        if n != stored:
             loc = localize.create("jigsaw", clf, samples=n, seed=run.cfg.seed)
             maps.write_maps(loc, ids, run.lookup(ids), d, torch.device("cpu"), 16, progress=False)
         fd = run.path / "maps" / f"jigsaw-cam_s{n}"

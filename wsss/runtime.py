@@ -26,6 +26,24 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+_CHANNELS_LAST = False
+
+
+def set_channels_last(on: bool) -> None:
+    """Process-wide: models placed by :func:`place` use the channels-last (NHWC) memory format, which makes
+    convolutions faster on CPU (smallcnn forward + backward 0.76x the time at 160 px, ``deeplab_small`` 0.90x,
+    one thread). Results then differ from the default layout in float rounding (a retrained model is not
+    bit-identical), so it is off unless the config's ``channels_last`` asks (``wsss demo`` does)."""
+    global _CHANNELS_LAST
+    _CHANNELS_LAST = bool(on)
+
+
+def place(model: torch.nn.Module, device: torch.device | str) -> torch.nn.Module:
+    """``model`` on ``device``, channels-last when :func:`set_channels_last` is on."""
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if _CHANNELS_LAST else model
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -9,6 +9,7 @@ import torch
 
 from wsss.errors import RunDirError
 from wsss.models._registry import create
+from wsss.runtime import place
 
 
 def load_checkpoint(path: str | Path, what: str, keys: tuple[str, ...] = (), command: str = "") -> dict:
@@ -47,4 +48,4 @@ def load_classifier(path: Path, device: torch.device | str = "cpu") -> torch.nn.
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise RunDirError(f"{path}: weights do not fit the classifier ({first})") from exc
-    return model.to(device).eval()
+    return place(model, device).eval()

@@ -16,11 +16,14 @@ QUICK_IMAGES = 120
 QUICK_METHODS = ["cam", "gradcam", "saliency", "jigsaw", "jigsaw-cam"]
 # the headline methods (the study, cropsal and shufflecam included, lives in `wsss ablate`)
 DEMO_METHODS = ["cam", "gradcam", "saliency", "jigsaw", "jigsaw-cam", "amn"]
-# The full demo's jigsaw takes N = 8 shuffles (the method's default: 16), to stay within 15 minutes on a 2-core
-# CPU. Chosen on the tune split of a benchmark-v2 seed-0 run (classifier of the demo's recipe): tune mIoU of
-# jigsaw-cam, the map the demo's segmenter trains on, 62.39 at N = 8 vs 62.41 at N = 16; jigsaw alone 43.3 vs
-# 44.0 (`benchmarks/results/demo_speed.md`).
-DEMO_OPTIONS = {"maps.options.jigsaw.samples": 8}
+# Both demos run their convolutions channels-last (faster on CPU: smallcnn forward + backward 0.7x the time; not
+# bit-identical to `wsss run`, which keeps the default layout). The full demo's jigsaw takes N = 4 shuffles (the
+# method's default: 16; the quick demo's: 4), to stay within 15 minutes on a 2-core CPU. Chosen on the tune split
+# of the full demo's own seed-0 run (`python benchmarks/demo_samples_tune.py RUN 8 4`): tune mIoU of jigsaw-cam, the
+# map the demo's segmenter trains on, 60.53 at N = 4 vs 60.47 at N = 8 (62.39 at 8 vs 62.41 at 16 on another
+# seed-0 run); jigsaw alone loses 0.8 (42.6 vs 43.4), which the demo's table shows
+# (`benchmarks/results/demo_speed.md`).
+DEMO_OPTIONS = {"maps.options.jigsaw.samples": 4}
 HEADERS = {"classifier": "[1] classifier", "maps": "[2] localization maps", "fuse": "[2] localization maps",
            "amn": "[2b] AMN", "irn": "[2c] IRN", "score": "[3] pseudo-masks and scores", "seg": "[4] segmentation", "report": "[5] report"}
 MAIN_RANK_ONLY = ("score", "seg", "report")
@@ -113,7 +116,7 @@ def demo(out: str | Path, quick: bool = False, device: str = "cpu", force: bool 
     out = Path(out)
     data = out.parent / f"{out.name}_data"
     cfg = build_config(data=str(data), quick=quick, device=device, seed=seed)
-    cfg = cfg.with_updates(**{"maps.methods": QUICK_METHODS if quick else DEMO_METHODS})
+    cfg = cfg.with_updates(**{"maps.methods": QUICK_METHODS if quick else DEMO_METHODS, "channels_last": True})
     cfg = resolved(cfg if quick else cfg.with_updates(**DEMO_OPTIONS))
     # every check before anything is written or deleted: the device, the run folder, the data folder
     resolve_device(cfg.device)

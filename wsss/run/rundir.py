@@ -32,7 +32,7 @@ from wsss.config import RunConfig
 from wsss.data import check_id, open_dataset
 from wsss.errors import ConfigError, DataError, RunDirError
 from wsss.results import ResultKey, Results
-from wsss.runtime import barrier, is_main, resolve_device
+from wsss.runtime import barrier, is_main, resolve_device, set_channels_last
 
 MARKER = ".wsss-run"
 """The file that marks a folder as a wsss run directory (written with its config.yaml)."""
@@ -138,6 +138,8 @@ class Run:
 
     @property
     def device(self) -> torch.device:
+        """The config's device; also sets the process's memory format (``channels_last``) for the stage."""
+        set_channels_last(self.cfg.channels_last)
         return resolve_device(self.cfg.device)
 
     # -- paths ---------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from wsss.errors import ConfigError, DataError, RunDirError, WsssError
 from wsss.mapsio import load_maps
 from wsss.models.amn import AMN, aspp_rates_for, build_amn
 from wsss.pseudo import normalize_maps
-from wsss.runtime import init_distributed, world_size
+from wsss.runtime import init_distributed, place, world_size
 from wsss.train.common import (
     TrainSet,
     ddp,
@@ -214,7 +214,7 @@ def fit_amn(train_ds, maps_dir: Path, classifier: nn.Module, cfg: AMNConfig, dev
     if cfg.freeze_stem and hasattr(model.backbone, "stem"):
         for p in model.backbone.stem.parameters():
             p.requires_grad_(False)
-    model = model.to(device)
+    model = place(model, device)
     data = TrainSet(train_ds, crop, cfg.scale, cfg.flip, seed=seed, mask_fn=labels, where=labels.path)
     batches, sampler = loader(data, cfg.batch_size, cfg.num_workers, seed, distributed)
     body, new = model.param_groups()
@@ -309,4 +309,4 @@ def load_amn(path: str | Path, device: torch.device | str = "cpu") -> AMN:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
         raise RunDirError(f"{path}: weights do not fit the AMN ({str(exc).strip().splitlines()[0]})") from exc
-    return model.to(device).eval()
+    return place(model, device).eval()

@@ -15,7 +15,7 @@ from wsss.config import ClassifierConfig
 from wsss.data.transforms import to_tensor
 from wsss.metrics import multilabel_map
 from wsss.models.checkpoint import load_classifier  # noqa: F401 (re-exported)
-from wsss.runtime import init_distributed, is_main, world_size
+from wsss.runtime import init_distributed, is_main, place, world_size
 from wsss.train.common import TrainSet, freeze_batchnorm, run_epochs, save_checkpoint, train_crop, unwrap
 from wsss.train.recipes import create_recipe, jigsaw_batch, snapshot_path  # noqa: F401 (jigsaw_batch: re-export)
 
@@ -45,7 +45,7 @@ def train_classifier(train_ds, val_ds, cfg: ClassifierConfig, out: Path, device:
     """Train and save ``out`` (a checkpoint with ``model``, ``arch``, ``num_classes``, ``val_map``)."""
     distributed = init_distributed(device)
     torch.manual_seed(seed)
-    model = build_classifier(cfg, train_ds.num_classes).to(device)
+    model = place(build_classifier(cfg, train_ds.num_classes), device)
     freeze_features(model, cfg.freeze)
     crop = train_crop(train_ds, cfg.crop)
     data = TrainSet(train_ds, crop, cfg.scale, cfg.flip, seed=seed, resize_long=cfg.resize_long)

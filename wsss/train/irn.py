@@ -42,7 +42,7 @@ from wsss.config import IRNConfig
 from wsss.errors import RunDirError
 from wsss.irn import boundary_to_affinity, half_disk
 from wsss.models.irn import BoundaryBranch, build_irn
-from wsss.runtime import init_distributed, world_size
+from wsss.runtime import init_distributed, place, world_size
 from wsss.train.amn import IGNORE, IRLabels, classifier_spec, ir_labels, use_crf
 from wsss.train.common import (
     TrainSet,
@@ -150,7 +150,7 @@ def fit_irn(train_ds, maps_dir: Path, classifier: nn.Module, cfg: IRNConfig, dev
     fractions, t_labels = label_fractions(train_ds, labels, "irn labels", progress)
 
     torch.manual_seed(seed)
-    model = build_irn(classifier, list(cfg.taps) if cfg.taps else None, cfg.stride).to(device)
+    model = place(build_irn(classifier, list(cfg.taps) if cfg.taps else None, cfg.stride), device)
     crop = train_crop(train_ds, cfg.crop)
     data = TrainSet(train_ds, crop, cfg.scale, cfg.flip, seed=seed, mask_fn=labels, where=labels.path)
     batches, sampler = loader(data, cfg.batch_size, cfg.num_workers, seed, distributed)
@@ -213,4 +213,4 @@ def load_irn(path: str | Path, device: torch.device | str = "cpu") -> BoundaryBr
         branch.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
         raise RunDirError(f"{path}: weights do not fit the IRN branch ({str(exc).strip().splitlines()[0]})") from exc
-    return branch.to(device).eval()
+    return place(branch, device).eval()

@@ -23,7 +23,7 @@ from wsss.errors import ConfigError, DataError
 from wsss.metrics import VOID, ConfusionMatrix
 from wsss.models.segmenter import Segmenter, create_segmenter
 from wsss.progress import progress_bar
-from wsss.runtime import init_distributed, is_main, resolve_device, world_size
+from wsss.runtime import init_distributed, is_main, place, resolve_device, world_size
 from wsss.train.common import TrainSet, load_checkpoint, run_epochs, save_checkpoint, train_crop, unwrap
 
 __all__ = ["evaluate_segmenter", "load_segmenter", "predict", "predict_paths", "predict_probs",
@@ -100,8 +100,8 @@ def train_segmenter(train_ds, mask_fn: Callable[[str], np.ndarray], val_ds, cfg:
     distributed = init_distributed(device)
     torch.manual_seed(seed)
     num_classes = train_ds.num_classes + 1
-    model = create_segmenter(cfg.arch, num_classes, pretrained=cfg.pretrained,
-                             output_stride=cfg.output_stride).to(device)
+    model = place(create_segmenter(cfg.arch, num_classes, pretrained=cfg.pretrained,
+                                   output_stride=cfg.output_stride), device)
     crop = train_crop(train_ds, cfg.crop)
     proxy = _RememberShape(train_ds)
     data = TrainSet(proxy, crop, cfg.scale, cfg.flip, seed=seed,
@@ -167,7 +167,7 @@ def load_segmenter(path: Path, device: torch.device | str = "cpu") -> Segmenter:
     model = create_segmenter(ckpt["arch"], ckpt["num_classes"], output_stride=ckpt.get("output_stride"))
     model.load_state_dict(ckpt["model"])
     model.classes = tuple(ckpt["classes"]) if ckpt.get("classes") else None
-    return model.to(device).eval()
+    return place(model, device).eval()
 
 
 @torch.no_grad()
