@@ -114,6 +114,7 @@ class AMNConfig(_Model):
     bg_threshold: float = 0.05
     smoothing: float = 0.4
     crf: bool | Literal["auto"] = False  # "auto": dense-CRF labels when the [crf] extra is installed
+    crf_sxy: float | None = None  # the labels' CRF bilateral width (as irn.crf_sxy; None: scaled to the image)
     crop: int | None = None
     scale: tuple[float, float] = (0.5, 1.5)
     eval_threshold: float = 0.25

@@ -140,7 +140,8 @@ class IRLabels:
 
     @classmethod
     def from_config(cls, maps_dir: str | Path, cfg: AMNConfig, dataset=None, missing_ok: bool = False) -> IRLabels:
-        return cls(maps_dir, cfg.fg_threshold, cfg.bg_threshold, cfg.normalization, use_crf(cfg), dataset, missing_ok)
+        return cls(maps_dir, cfg.fg_threshold, cfg.bg_threshold, cfg.normalization, use_crf(cfg), dataset, missing_ok,
+                   crf_sxy=cfg.crf_sxy)
 
     def path(self, image_id: str) -> Path:
         return self.maps_dir / f"{image_id}.npz"
