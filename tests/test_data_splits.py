@@ -118,13 +118,31 @@ def test_make_tune_matches_the_previous_cli(tmp_path: Path) -> None:
     pool = sorted(set(aug) - set(train))
     expected = sorted(random.Random(7).sample(pool, 5))  # what `wsss data make-tune` wrote
     assert path.read_text() == "\n".join(expected) + "\n"
-    assert make_tune(root, size=5, seed=7) == path  # replaces by default, as the CLI did
-    with pytest.raises(DataError, match=r"tune\.txt: split list exists; pass force=True"):
-        make_tune(root, size=5, seed=7, force=False)
+    path.write_text("mine\n")  # a list the user edited is kept unless they ask
+    with pytest.raises(DataError, match=r"tune\.txt: split list exists; pass force=True \(--force\)"):
+        make_tune(root, size=5, seed=7)
+    assert path.read_text() == "mine\n"
+    assert make_tune(root, size=5, seed=7, force=True) == path
+    assert path.read_text() == "\n".join(expected) + "\n"
     with pytest.raises(
         DataError, match=r"train_aug\.txt: only 14 train_aug images outside train, asked for 15"
     ):
-        make_tune(root, size=15)
+        make_tune(root, size=15, force=True)
+
+
+def test_make_tune_cli_refuses_to_overwrite(tmp_path: Path, monkeypatch, capsys) -> None:
+    from .conftest import run_cli
+
+    root = tmp_path / "voc"
+    voc_with_aug(root)
+    assert run_cli(monkeypatch, capsys, "data", "make-tune", root, "--size", "5")[0] == 0
+    tune = root / "ImageSets" / "Segmentation" / "tune.txt"
+    before = tune.read_text()
+    code, out, err = run_cli(monkeypatch, capsys, "data", "make-tune", root, "--size", "5", "--seed", "1")
+    assert code != 0 and "tune.txt: split list exists" in err and "Traceback" not in err + out
+    assert tune.read_text() == before
+    code, _, _ = run_cli(monkeypatch, capsys, "data", "make-tune", root, "--size", "5", "--seed", "1", "--force")
+    assert code == 0 and tune.read_text() != before
 
 
 def test_make_tune_needs_both_splits(tmp_path: Path) -> None:

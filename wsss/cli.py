@@ -202,12 +202,13 @@ def data_make_tune(
     root: Path = typer.Argument(..., help="VOC-layout folder with train_aug.txt and train.txt."),
     size: int = typer.Option(1464, "--size", help="Images in the tune split."),
     seed: int = typer.Option(0, "--seed"),
+    force: bool = typer.Option(False, "--force", help="Replace an existing tune split list."),
 ):
     """Write ImageSets/Segmentation/tune.txt: a seeded subset of train_aug minus train (choose defaults there).
     Example: `wsss data make-tune /data/VOC2012`."""
     from wsss.data.splits import make_tune
 
-    path = make_tune(root, size=size, seed=seed)
+    path = make_tune(root, size=size, seed=seed, force=force)
     print(f"wrote {path} ({size} images, seed {seed})")
 
 

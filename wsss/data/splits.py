@@ -122,7 +122,7 @@ def write_splits(root: str | os.PathLike[str], tune: float = 0.1, val: float = 0
     return written
 
 
-def make_tune(root: str | os.PathLike[str], size: int = 1464, seed: int = 0, force: bool = True) -> Path:
+def make_tune(root: str | os.PathLike[str], size: int = 1464, seed: int = 0, force: bool = False) -> Path:
     """Write the ``tune`` split list: ``size`` images drawn with ``seed`` from ``train_aug`` minus ``train``
     (so disjoint from ``train`` and ``val``), next to the ``train_aug`` list.
 
@@ -149,7 +149,7 @@ def make_tune(root: str | os.PathLike[str], size: int = 1464, seed: int = 0, for
     path = inside(aug_path.parent, "tune.txt")
     existing = _existing(root, layout, "tune")
     if existing and not force:
-        raise DataError(f"{existing[0]}: split list exists; pass force=True to replace it")
+        raise DataError(f"{existing[0]}: split list exists; pass force=True (--force) to replace it")
     for stale in existing:
         if stale != path:
             stale.unlink()
