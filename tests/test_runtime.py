@@ -82,3 +82,6 @@ def test_demo_config_asks_for_channels_last(monkeypatch, tmp_path):
         pipeline.demo(tmp_path / f"demo_{quick}", quick=quick)
     assert [cfg.channels_last for cfg in made] == [True, True]
     assert made[1].maps.options["jigsaw"]["samples"] == 4
+    for cfg in made:  # traj-cam reads the snapshots after each quarter of the classifier's training
+        assert "traj-cam" in cfg.maps.methods
+        assert cfg.classifier.snapshot_epochs[-1] == cfg.classifier.epochs and len(cfg.classifier.snapshot_epochs) == 4
