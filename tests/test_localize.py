@@ -597,6 +597,22 @@ def test_batched_backward_equals_loop(name, layer, small):
         L.create(name, small, backward="sideways")
 
 
+def test_auto_backward_is_the_loop_on_one_cpu_thread(small):
+    """``backward=auto``: the per-class loop on a CPU with one intra-op thread (faster there), else batched."""
+    loc = L.create("jigsaw", small)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert not loc._batched(torch.device("cpu"))
+        torch.set_num_threads(2)
+        assert loc._batched(torch.device("cpu"))
+        assert loc._batched(torch.device("cuda"))
+    finally:
+        torch.set_num_threads(before)
+    assert not L.create("jigsaw", small, backward="loop")._batched(torch.device("cuda"))
+    assert L.create("jigsaw", small, backward="batched")._batched(torch.device("cpu"))
+
+
 def test_batched_backward_options_never_change_the_key():
     spec = L.spec("jigsaw")
     assert spec.effective_options({"backward": "batched"}) == spec.effective_options({})

@@ -35,8 +35,10 @@ class GradientLocalizer(Localizer):
         smooth_sigma: Gaussian smoothing of the final map, in pixels (0 = none).
         backward: how the present classes' input gradients are taken: ``batched`` (one vmapped backward
             for every class slot, ``is_grads_batched``), ``loop`` (one backward per slot, the graph
-            retained) or ``auto`` (``batched``: 0.86x the loop's time on CPU, smallcnn 128 px, 2 classes per
-            image, ``benchmarks/results/backward_modes_cpu.txt``). Never changes a map beyond float rounding.
+            retained) or ``auto``: ``batched``, except ``loop`` on a CPU with one intra-op thread (jigsaw per
+            sample and class over the floor, ``benchmarks/vs_references.py``: with 2 threads batched 0.85x vs
+            loop 0.98x, smallcnn 2 classes; with 1 thread loop 1.10 / 1.09 / 0.99x vs batched 1.27 / 1.14 /
+            1.18x, smallcnn 2 and 4 classes, ResNet-50 2 classes). Never changes a map beyond float rounding.
     """
 
     default_samples = 1
@@ -79,7 +81,9 @@ class GradientLocalizer(Localizer):
         return dense_from_slots(self, images, labels, ids)
 
     def _batched(self, device: torch.device) -> bool:
-        return self.backward != "loop"
+        if self.backward == "auto":  # the loop wins on a CPU with one intra-op thread (see the docstring)
+            return device.type != "cpu" or torch.get_num_threads() > 1
+        return self.backward == "batched"
 
     def _attribute_slots(self, images, labels, ids, slot_cls):
         # class "slots": slot j of image i is its j-th present class, so one backward pass per slot
