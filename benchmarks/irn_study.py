@@ -9,7 +9,7 @@ method's, for +irn the walk's background score chosen on tune), and the cost in 
 * ``classifier``: the shared classifier's training per training image (the same for every key);
 * ``total`` = infer + train + classifier.
 
-Writes ``OUT.txt`` (mean +- sd over runs), ``OUT.json`` (per run and aggregated) and ``OUT.png`` (mIoU
+Writes ``OUT.txt`` (a markdown table, mean +- sd over runs), ``OUT.json`` (per run and aggregated) and ``OUT.png`` (mIoU
 against total seconds per image, log x, with the cost-quality frontier of the means).
 
     python benchmarks/irn_study.py runs/irn/run_0 runs/irn/run_1 --out benchmarks/results/irn_study
@@ -92,14 +92,16 @@ def main() -> None:
              "# background score chosen on tune), percent, mean +- sd over runs. Seconds per image: infer = maps",
              "# (+ CRF | + IRN boundary + walk) per image; train = AMN / IRN training amortized over the training",
              "# split; cls = the shared classifier's training per training image; total = infer + train + cls.",
-             f"{'key':<16}{'mIoU':>14}{'precision':>14}{'recall':>14}{'t':>12}{'infer s/img':>16}{'train s/img':>16}"
-             f"{'cls s/img':>12}{'total s/img':>16}  frontier"]
+             "# frontier: no key with a lower mean total cost has a higher mean mIoU.",
+             "",
+             "| key | mIoU | precision | recall | t | infer s/img | train s/img | cls s/img | total s/img | frontier |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for k in sorted(keys, key=lambda k: agg[k]["total_spi"]["mean"]):
         a = agg[k]
-        lines.append(f"{k:<16}{pm(a['miou']):>14}{pm(a['precision']):>14}{pm(a['recall']):>14}"
-                     f"{pm(a['t'], 1, '.2f'):>12}{pm(a['infer_spi'], 1, '.4f'):>16}{pm(a['train_spi'], 1, '.4f'):>16}"
-                     f"{pm(a['classifier_spi'], 1, '.3f'):>12}{pm(a['total_spi'], 1, '.4f'):>16}  "
-                     f"{'*' if a['frontier'] else ''}")
+        lines.append(f"| {k} | {pm(a['miou'])} | {pm(a['precision'])} | {pm(a['recall'])} | {pm(a['t'], 1, '.2f')} | "
+                     f"{pm(a['infer_spi'], 1, '.3f')} | {pm(a['train_spi'], 1, '.3f')} | "
+                     f"{pm(a['classifier_spi'], 1, '.2f')} | {pm(a['total_spi'], 1, '.2f')} | "
+                     f"{'*' if a['frontier'] else ''} |")
     text = "\n".join(lines) + "\n"
     args.out.with_suffix(".txt").write_text(text)
     print(text, end="")
