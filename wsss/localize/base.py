@@ -148,6 +148,16 @@ def pick(scores: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
     return scores.gather(1, idx.view(*idx.shape, *([1] * (scores.dim() - 2))).expand(-1, -1, *scores.shape[2:]))
 
 
+BACKWARDS = ("auto", "batched", "loop")
+
+
+def check_backward(backward: str) -> str:
+    """``backward`` (how the present classes' gradients are taken, see the localizers), checked."""
+    if backward not in BACKWARDS:
+        raise ConfigError(f"backward must be one of {BACKWARDS}, got {backward!r}")
+    return backward
+
+
 def dense_from_slots(loc: Localizer, images: torch.Tensor, labels: torch.Tensor, ids: list) -> torch.Tensor:
     """A slot-native method's dense :meth:`Localizer._attribute`: its slot maps scattered to ``(B, K, H, W)``."""
     slots = slot_classes(labels)

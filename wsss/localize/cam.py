@@ -13,9 +13,7 @@ import torch
 from torch import nn
 
 from wsss.errors import ConfigError
-from wsss.localize.base import Localizer, MethodSpec, dense_from_slots, pick, upsample
-
-BACKWARDS = ("auto", "batched", "loop")
+from wsss.localize.base import Localizer, MethodSpec, check_backward, dense_from_slots, pick, upsample
 
 
 class CAM(Localizer):
@@ -65,9 +63,7 @@ class GradCAM(Localizer):
     def __init__(self, model: nn.Module, layer: str = "features", backward: str = "auto", seed: int = 0,
                  **options):
         super().__init__(model, seed=seed, **options)
-        if backward not in BACKWARDS:
-            raise ConfigError(f"backward must be one of {BACKWARDS}, got {backward!r}")
-        self.layer, self.backward = layer, backward
+        self.layer, self.backward = layer, check_backward(backward)
         try:
             self.module = model.get_submodule(layer)
         except AttributeError:

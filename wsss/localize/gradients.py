@@ -15,11 +15,10 @@ from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
 from wsss.errors import ConfigError
-from wsss.localize.base import Localizer, MethodSpec, dense_from_slots
+from wsss.localize.base import Localizer, MethodSpec, check_backward, dense_from_slots
 
 REDUCTIONS = ("absmax", "gradxinput", "l2")
 WEIGHTINGS = ("uniform", "prob")
-BACKWARDS = ("auto", "batched", "loop")
 
 
 class GradientLocalizer(Localizer):
@@ -51,9 +50,7 @@ class GradientLocalizer(Localizer):
             raise ConfigError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
         if weighting not in WEIGHTINGS:
             raise ConfigError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
-        if backward not in BACKWARDS:
-            raise ConfigError(f"backward must be one of {BACKWARDS}, got {backward!r}")
-        self.backward = backward
+        self.backward = check_backward(backward)
         self.samples = int(self.default_samples if samples is None else samples)
         if self.samples < 1 or chunk_size < 1:
             raise ConfigError("samples and chunk_size must be >= 1")
