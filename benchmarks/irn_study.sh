@@ -24,21 +24,23 @@ if [ -n "${FROM_RUNS:-}" ]; then
     grep -q "from_maps: $irn_from" <(sed -n '/^irn:/,/^[a-z]/p' "$r/config.yaml") \
       || { echo "$r/config.yaml: irn.from_maps is not $irn_from" >&2; exit 2; }
     [ -f "$r/irn-$irn_from.pt" ] || wsss train-irn --run "$r" --from-maps "$irn_from"
-    wsss maps --run "$r" --method jigsaw  # (stored maps are kept)
+    # cam, amn and traj-cam are scored plain and +crf by recipes_study.sh; jigsaw-cam is new here (fused from the
+    # stored cam and jigsaw maps; stored maps are kept)
+    wsss maps --run "$r" --method jigsaw
+    wsss maps --run "$r" --method jigsaw-cam
+    wsss pseudo --run "$r" --method jigsaw-cam
+    wsss pseudo --run "$r" --method jigsaw-cam --crf
     for m in cam jigsaw-cam amn traj-cam; do  # traj-cam: the best new map of the recipes study (on tune)
-      wsss maps --run "$r" --method "$m"  # jigsaw-cam: fused from the stored cam and jigsaw maps
-      wsss pseudo --run "$r" --method "$m"
-      wsss pseudo --run "$r" --method "$m" --crf
       wsss pseudo --run "$r" --method "$m" --irn
     done
   done
+else
+  for s in $seeds; do
+    [ -d "$out/data_$s" ] || wsss data synth --out "$out/data_$s" --seed "$s" --benchmark "$bench"
+    [ -f "$out/run_$s/report.md" ] || wsss run --data "$out/data_$s" --out "$out/run_$s" --seed "$s" --device cpu \
+      --no-seg --methods cam,jigsaw-cam,amn --post crf,irn --set "irn.from_maps=$irn_from" --resume
+  done
 fi
-for s in $seeds; do
-  [ -n "${FROM_RUNS:-}" ] && break
-  [ -d "$out/data_$s" ] || wsss data synth --out "$out/data_$s" --seed "$s" --benchmark "$bench"
-  [ -f "$out/run_$s/report.md" ] || wsss run --data "$out/data_$s" --out "$out/run_$s" --seed "$s" --device cpu \
-    --no-seg --methods cam,jigsaw-cam,amn --post crf,irn --set "irn.from_maps=$irn_from" --resume
-done
 runs=$(for s in $seeds; do echo "$out/run_$s"; done)
 # shellcheck disable=SC2086
 wsss summarize $runs
