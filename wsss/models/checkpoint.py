@@ -38,11 +38,16 @@ def load_checkpoint(path: str | Path, what: str, keys: tuple[str, ...] = (), com
     return ckpt
 
 
+def arch_of(ckpt: dict) -> tuple[str, dict]:
+    """``(arch, kwargs)`` that rebuild a classifier checkpoint's network (``output_stride`` when it was stored)."""
+    return ckpt["arch"], ({} if ckpt.get("output_stride") is None else {"output_stride": ckpt["output_stride"]})
+
+
 def load_classifier(path: Path, device: torch.device | str = "cpu") -> torch.nn.Module:
     """Rebuild a trained classifier from its checkpoint (``weights_only=True``)."""
     ckpt = load_checkpoint(path, "classifier", ("arch", "num_classes", "model"), command="wsss train-cls")
-    kwargs = {} if ckpt.get("output_stride") is None else {"output_stride": ckpt["output_stride"]}
-    model = create(ckpt["arch"], ckpt["num_classes"], **kwargs)
+    arch, kwargs = arch_of(ckpt)
+    model = create(arch, ckpt["num_classes"], **kwargs)
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:

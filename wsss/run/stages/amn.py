@@ -12,10 +12,10 @@ from pathlib import Path
 
 from wsss import localize
 from wsss.errors import ConfigError, RunDirError
+from wsss.models.checkpoint import arch_of, load_checkpoint
 from wsss.results import ResultKey
 from wsss.run.rundir import Run, timed
 from wsss.run.stages import maps
-from wsss.train.common import load_checkpoint
 
 
 def is_amn(method: str) -> bool:
@@ -65,11 +65,11 @@ def train(run: Run, from_maps: str | None = None, progress: bool = True, amn_cfg
         raise RunDirError(f"{run.maps_dir(from_maps) / (gone[0] + '.npz')}: AMN trains on {from_maps}'s maps of the "
                           f"train split, which are missing (`wsss train-amn` computes them)")
     ckpt = load_checkpoint(run.classifier_path(rk.classifier), "classifier", ("arch",), command="wsss train-cls")
-    arch_kwargs = {} if ckpt.get("output_stride") is None else {"output_stride": ckpt["output_stride"]}
+    arch, arch_kwargs = arch_of(ckpt)
     with timed(run, f"train-{name}" if out is None else f"train-amn-study/{out.stem}"):
         res = train_amn(run.dataset(run.cfg.train_split), run.maps_dir(from_maps), classifier.load(run, rk.classifier), cfg,
                         out or run.amn_path(name), run.device, seed=run.cfg.seed, progress=progress,
-                        arch=ckpt["arch"], arch_kwargs=arch_kwargs)
+                        arch=arch, arch_kwargs=arch_kwargs)
     if out is None:
         if name == "amn":
             run.update_results("amn", value=res)

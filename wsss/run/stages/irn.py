@@ -44,8 +44,8 @@ def checkpoint(run: Run, from_maps: str) -> Path:
 def train(run: Run, from_maps: str, progress: bool = True) -> dict:
     """Train IRN on labels from ``from_maps``'s maps of the train split (computed where missing), save
     ``RUN/irn-<from_maps>.pt``, record ``results["irn"][from_maps]``."""
+    from wsss.models.checkpoint import arch_of, load_checkpoint
     from wsss.run.stages import classifier, maps
-    from wsss.train.common import load_checkpoint
     from wsss.train.irn import train_irn
 
     rk = ResultKey.parse(from_maps)
@@ -56,11 +56,11 @@ def train(run: Run, from_maps: str, progress: bool = True) -> dict:
     if maps.missing(run, src, train_ds.ids):
         maps.compute(run, rk.method, rk.classifier, splits=(run.cfg.train_split,), progress=progress)
     ckpt = load_checkpoint(run.classifier_path(), "classifier", ("arch",), command="wsss train-cls")
-    arch_kwargs = {} if ckpt.get("output_stride") is None else {"output_stride": ckpt["output_stride"]}
+    arch, arch_kwargs = arch_of(ckpt)
     log(f"  IRN on {src} maps (fg {cfg.fg_threshold}, bg {cfg.bg_threshold}, radius {cfg.radius})")
     with timed(run, f"train-irn/{src}"):
         res = train_irn(train_ds, run.maps_dir(src), classifier.load(run), cfg, checkpoint(run, src), run.device,
-                        seed=run.cfg.seed, progress=progress, arch=ckpt["arch"], arch_kwargs=arch_kwargs)
+                        seed=run.cfg.seed, progress=progress, arch=arch, arch_kwargs=arch_kwargs)
     res["seconds_per_image"] = res["seconds"] / max(len(train_ds.ids), 1)
     run.update_results("irn", src, value=res)
     return res
