@@ -118,7 +118,7 @@ def test_iou_matches_torchmetrics():
 
 def test_threshold_values():
     ts = threshold_values()
-    assert len(ts) == 19 and ts[0] == 0.05 and ts[-1] == 0.95 and ts[1] == 0.1
+    assert len(ts) == 96 and ts[0] == 0.0 and ts[-1] == 0.95 and ts[1] == 0.01 and ts[37] == 0.37
     assert threshold_values(0.1, 0.5, 0.1) == [0.1, 0.2, 0.3, 0.4, 0.5]
     with pytest.raises(ValueError):
         threshold_values(0.5, 0.1, 0.1)

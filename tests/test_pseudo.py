@@ -16,6 +16,7 @@ from wsss.pseudo import (
     normalize_maps,
     save_label_png,
     summarize_sweep,
+    sweep_counts,
     sweep_image,
 )
 
@@ -120,9 +121,29 @@ def test_sweep_equals_maps_to_mask_per_threshold():
     for t in ts:
         assert torch.equal(cms[t].mat, ref[t].mat)
     out = summarize_sweep(cms)
-    assert len(out["sweep"]) == 19
+    assert len(out["sweep"]) == 96
     for r in out["sweep"]:
         assert all(isinstance(r[k], float) and 0.0 <= r[k] <= 1.0 for k in ("miou", "precision", "recall"))
+
+
+def test_sweep_counts_equal_the_per_threshold_masks():
+    """The one-pass sweep against its definition, maps_to_mask + ConfusionMatrix per threshold: unsorted and
+    negative thresholds, values exactly on a threshold, void, float64 maps, no maps at all."""
+    g = torch.Generator().manual_seed(3)
+    ts = [0.5, -0.1, 0.0, 0.01, 0.3, 0.95, 0.02]
+    for dtype, n_maps in ((torch.float32, 3), (torch.float64, 2), (torch.float32, 0)):
+        maps = torch.rand(n_maps, 12, 10, generator=g, dtype=dtype) ** 3
+        if n_maps:
+            maps[0, :3] = 0.3
+            maps[:, 3, :] = 0.0
+            maps[-1, 4] = 0.01
+        classes = torch.tensor([4, 1, 6][:n_maps])
+        gt = torch.randint(0, 7, (12, 10), generator=g)
+        gt[5] = 255
+        counts = sweep_counts(maps, classes, gt, ts, 7)
+        assert counts.shape == (len(ts), 7, 7) and counts.dtype == torch.int64
+        for t, c in zip(ts, counts, strict=True):
+            assert torch.equal(c, ConfusionMatrix(7).update(maps_to_mask(maps, classes, t), gt).mat), (dtype, t)
 
 
 def test_sweep_errors():

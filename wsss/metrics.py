@@ -146,7 +146,7 @@ class ConfusionMatrix:
         return _div(correct_fg, m[:, 1:].sum()), _div(correct_fg, m[1:, :].sum())
 
 
-def threshold_values(start: float = 0.05, stop: float = 0.95, step: float = 0.05) -> list[float]:
+def threshold_values(start: float = 0.0, stop: float = 0.95, step: float = 0.01) -> list[float]:
     """Thresholds ``start, start + step, ..., stop`` (inclusive), rounded to 2 decimals."""
     if step <= 0 or stop < start:
         raise ValueError(f"need step > 0 and stop >= start, got {start}, {stop}, {step}")

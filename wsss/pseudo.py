@@ -24,6 +24,7 @@ __all__ = [
     "normalize_maps",
     "save_label_png",
     "summarize_sweep",
+    "sweep_counts",
     "sweep_image",
 ]
 
@@ -120,6 +121,62 @@ def make_sweep_matrices(num_classes: int, thresholds: list[float]) -> dict[float
     return {round(float(t), 2): ConfusionMatrix(num_classes) for t in thresholds}
 
 
+def sweep_counts(
+    norm_maps: torch.Tensor | np.ndarray,
+    classes: object,
+    gt_mask: object,
+    thresholds: list[float],
+    num_classes: int,
+) -> torch.Tensor:
+    """The confusion matrices of one image at every threshold at once: ``(T, K, K)`` int64 (rows = ground
+    truth, columns = prediction; void pixels left out), entry ``i`` that of
+    ``maps_to_mask(norm_maps, classes, thresholds[i])`` against ``gt_mask`` (H, W).
+
+    One pass over the pixels whatever the number of thresholds: each pixel's top class and the number of
+    thresholds below its top value are counted once per (ground truth, top class), and a cumulative sum over
+    the thresholds turns those counts into the T matrices. Raises :class:`DataError` as
+    :meth:`ConfusionMatrix.update` would (a ground-truth label outside ``0..K-1``, or a predicted class
+    outside it on a labelled pixel).
+    """
+    maps, cls = _as_maps_and_classes(norm_maps, classes)
+    gt = gt_mask if isinstance(gt_mask, torch.Tensor) else torch.as_tensor(np.asarray(gt_mask))
+    gt = gt.to(maps.device)
+    if tuple(gt.shape) != tuple(maps.shape[1:]):
+        raise DataError(f"ground truth shape {tuple(gt.shape)} != map shape {tuple(maps.shape[1:])}")
+    k, n_t = int(num_classes), len(thresholds)
+    keep = gt != VOID
+    g = gt[keep].long()
+    if maps.shape[0] == 0:
+        top = torch.zeros(g.shape, dtype=torch.float32, device=maps.device)
+        top_cls = torch.zeros_like(g)
+    else:
+        top, top_cls = _top_class(maps, cls)
+        top, top_cls = top[keep], top_cls[keep]
+    # below[p] = number of thresholds t with top[p] > t, compared in the maps' dtype as `top > t` does
+    ts = torch.tensor([float(t) for t in thresholds], dtype=top.dtype, device=top.device)
+    order = torch.argsort(ts)
+    below = torch.searchsorted(ts[order].contiguous(), top.contiguous(), right=False)
+    if g.numel():
+        if int(g.min()) < 0 or int(g.max()) >= k:
+            bad = int(g.min()) if int(g.min()) < 0 else int(g.max())
+            raise DataError(f"ground truth contains label {bad}; expected 0..{k - 1} or {VOID} (void) "
+                            f"for num_classes={k}")
+        shown = top_cls[below > 0]
+        if shown.numel() and int(shown.max()) >= k:
+            raise DataError(f"prediction contains class {int(shown.max())} on a labelled pixel, but "
+                            f"num_classes={k} (valid 0..{k - 1})")
+    top_cls = top_cls.clamp(max=k - 1)
+    hist = torch.bincount((g * k + top_cls) * (n_t + 1) + below, minlength=k * k * (n_t + 1))
+    hist = hist.reshape(k, k, n_t + 1).cpu()
+    # fg[:, :, j]: pixels (per gt, top class) whose top value is above the j-th smallest threshold
+    fg = hist.flip(-1).cumsum(-1).flip(-1)[:, :, 1:]
+    counts = fg.permute(2, 0, 1).clone()  # (T, K, K): predicted their top class
+    counts[:, :, 0] += hist.sum(dim=(1, 2))[None] - fg.sum(dim=1).T  # the rest: background
+    out = torch.empty_like(counts)
+    out[order] = counts
+    return out
+
+
 def sweep_image(
     norm_maps: torch.Tensor | np.ndarray,
     classes: object,
@@ -128,27 +185,12 @@ def sweep_image(
     cms: dict[float, ConfusionMatrix],
 ) -> None:
     """Add one image to the threshold sweep: for each ``t`` in ``thresholds``, update ``cms[t]`` with
-    ``maps_to_mask(norm_maps, classes, t)`` against ``gt_mask`` (H, W).
-
-    The per-pixel top class is computed once; each threshold only moves pixels to background.
-    """
-    maps, cls = _as_maps_and_classes(norm_maps, classes)
-    gt = gt_mask if isinstance(gt_mask, torch.Tensor) else torch.as_tensor(np.asarray(gt_mask))
-    gt = gt.to(maps.device)
-    if tuple(gt.shape) != tuple(maps.shape[1:]):
-        raise DataError(f"ground truth shape {tuple(gt.shape)} != map shape {tuple(maps.shape[1:])}")
-    # Score only labelled pixels, flattened once for all thresholds.
-    keep = gt != VOID
-    gt_kept = gt[keep]
-    if maps.shape[0] == 0:
-        top = torch.zeros_like(gt_kept, dtype=torch.float32)
-        top_cls = torch.zeros_like(gt_kept, dtype=torch.int64)
-    else:
-        top, top_cls = _top_class(maps, cls)
-        top, top_cls = top[keep], top_cls[keep]
-    zero = torch.zeros_like(top_cls)
-    for t in thresholds:
-        cms[round(float(t), 2)].update(torch.where(top > t, top_cls, zero), gt_kept)
+    ``maps_to_mask(norm_maps, classes, t)`` against ``gt_mask`` (H, W) (via :func:`sweep_counts`)."""
+    if not thresholds:
+        return
+    k = cms[round(float(thresholds[0]), 2)].num_classes
+    for t, c in zip(thresholds, sweep_counts(norm_maps, classes, gt_mask, thresholds, k), strict=True):
+        cms[round(float(t), 2)].mat += c
 
 
 def summarize_sweep(

@@ -13,13 +13,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from wsss.errors import ConfigError, RunDirError
 from wsss.labelio import save_label_png
 from wsss.mapsio import load_maps
 from wsss.metrics import APAccumulator, ConfusionMatrix, NDRAccumulator, threshold_values
 from wsss.progress import progress_bar
-from wsss.pseudo import make_sweep_matrices, maps_to_mask, normalize_maps, summarize_sweep, sweep_image
+from wsss.pseudo import make_sweep_matrices, maps_to_mask, normalize_maps, summarize_sweep, sweep_counts, sweep_image
 from wsss.results import MethodResult, ResultKey
 from wsss.run.rundir import Run, log, timed
 from wsss.run.stages import amn
@@ -75,16 +76,13 @@ class MaskScores:
     def update(self, nm, classes, gt, fixed_mask, masks: dict | None = None, reference=None) -> None:
         """``masks``: one mask per threshold (CRF), else the sweep is made from ``nm``; ``reference``:
         ``(normalized maps, classes)`` whose high part is the discriminative region of the NDR measure."""
-        per_image = make_sweep_matrices(self.k, self.thresholds)
         if masks is None:
-            sweep_image(nm, classes, gt, self.thresholds, per_image)
+            counts = sweep_counts(nm, classes, gt, self.thresholds, self.k)
         else:
-            for t, m in masks.items():
-                per_image[t].update(m, gt)
-        for t in self.thresholds:
-            self.cms[t].merge(per_image[t])
-        best_t = max(self.thresholds, key=lambda t: _nan_to(per_image[t].miou(), -1.0))
-        self.oracle.merge(per_image[best_t])
+            counts = torch.stack([ConfusionMatrix(self.k).update(masks[t], gt).mat for t in self.thresholds])
+        for t, c in zip(self.thresholds, counts, strict=True):
+            self.cms[round(float(t), 2)].mat += c
+        self.oracle.mat += counts[int(torch.argmax(_mious(counts)))]  # the image's best t (first on ties)
         self.ap.update_maps(nm, classes, gt)
         for m, c in zip(np.asarray(nm), np.asarray(classes).reshape(-1), strict=True):
             self.hist_fg += np.histogram(m[gt == c], bins=HIST_BINS, range=(0, 1))[0]
@@ -119,6 +117,10 @@ def score_maps(run: Run, maps_dir: Path, norm: str, masks_dir: Path, reference_d
     elif run.cfg.tune_split:
         tune = tune_threshold(run.dataset(run.cfg.tune_split), maps_dir, norm, thresholds, cfg.t_step, crf, progress)
         fixed_t = tune["best"]["t"]
+        edge = sweep_edge(fixed_t, thresholds)
+        if edge:
+            log(f"  note: {maps_dir.name}: the t chosen on {run.cfg.tune_split} ({fixed_t:.2f}) is the {edge} swept "
+                f"threshold, so a better one may lie beyond it; widen the sweep (pseudo.t_start / pseudo.t_stop)")
     ds = run.dataset(run.cfg.score_split)
     scores = MaskScores(ds.num_classes, thresholds, cfg.ndr_threshold)
     t_fixed = round(fixed_t if fixed_t is not None else 0.5, 2)
@@ -152,6 +154,16 @@ def score_maps(run: Run, maps_dir: Path, norm: str, masks_dir: Path, reference_d
     if crf:
         summary["crf_seconds_per_image"] = crf_seconds / max(len(ds.ids), 1)
     return summary
+
+
+def sweep_edge(t: float, thresholds: list[float]) -> str | None:
+    """``"lowest"`` / ``"highest"`` when ``t`` is the first / last of ``thresholds`` and the sweep could go
+    further (above 0, below 1), else None."""
+    if len(thresholds) > 1 and t == min(thresholds) and t > 0:
+        return "lowest"
+    if len(thresholds) > 1 and t == max(thresholds) and t < 1:
+        return "highest"
+    return None
 
 
 def named(per_class: dict[str, float | None], classes) -> dict[str, float | None]:
@@ -226,8 +238,16 @@ def pseudo(run: Run, key: str, crf: bool = False, progress: bool = True, crf_swe
     return record
 
 
-def _nan_to(x: float, v: float) -> float:
-    return v if x != x else x
+def _mious(counts: torch.Tensor) -> torch.Tensor:
+    """mIoU of each of a stack of confusion matrices ``(T, K, K)`` as :meth:`ConfusionMatrix.miou` (mean
+    over classes with a non-zero union), -1 where nothing was scored."""
+    m = counts.double()
+    tp = m.diagonal(dim1=1, dim2=2)
+    union = m.sum(1) + m.sum(2) - tp
+    present = union > 0
+    iou = torch.where(present, tp / union.clamp_min(1), torch.zeros_like(tp))
+    n = present.sum(1)
+    return torch.where(n > 0, iou.sum(1) / n.clamp_min(1), torch.full_like(iou[:, 0], -1.0))
 
 
 def _nan_none(x: float):
