@@ -20,7 +20,14 @@ from wsss.labelio import save_label_png
 from wsss.mapsio import load_maps
 from wsss.metrics import APAccumulator, ConfusionMatrix, NDRAccumulator, threshold_values
 from wsss.progress import progress_bar
-from wsss.pseudo import make_sweep_matrices, maps_to_mask, normalize_maps, summarize_sweep, sweep_counts, sweep_image
+from wsss.pseudo import (
+    make_sweep_matrices,
+    maps_to_mask,
+    normalize_maps,
+    summarize_sweep,
+    sweep_counts,
+    sweep_image,
+)
 from wsss.results import MethodResult, ResultKey
 from wsss.run.rundir import Run, log, timed
 from wsss.run.stages import amn
