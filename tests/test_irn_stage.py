@@ -136,7 +136,7 @@ def test_run_post_scores_every_method_plus_irn(irn_run):
     for m in ("cam", "jigsaw-cam"):
         r = res["methods"][f"{m}+irn"]
         assert r["split"] == "train" and r["fixed"]["chosen_on"] == "tune" and r["normalization"] == "none"
-        assert len(r["sweep"]) == 19 and 0 <= r["fixed"]["miou"] <= 1
+        assert len(r["sweep"]) == 96 and 0 <= r["fixed"]["miou"] <= 1
         assert r["irn_from"] == m and r["walk_seconds_per_image"] > 0 and r["training_seconds_per_image"] > 0
         assert r["seconds_per_image"] == pytest.approx(res["methods"][m]["seconds_per_image"]
                                                        + r["walk_seconds_per_image"])
