@@ -8,17 +8,20 @@
 # The session that ran it first (2 shared CPU cores) ran the recipes on seed 0 only:
 #        RECIPE_SEEDS=0 bash benchmarks/recipes_study.sh runs/rec "0 1 2"
 # Per seed S: data (`wsss data synth --seed S`), the plain classifier and its CAM (`wsss run --methods cam`,
-# snapshots after epochs 5, 10, 15, 20 for traj-cam), then classifiers puzzle, jigsaw-consistency and oaa
-# (`wsss train-cls --recipe R`, the same snapshots; two trained side by side), their maps and scores, and
-# the AMN baseline (+ CRF). Every step resumes (finished classifiers and maps are kept).
-# BEST="k1 k2": the two new maps keys that get AMN and CRF (chosen on tune: the tune column of
-# benchmarks/results/recipes_v2_seed0.txt: traj-cam 62.2, oaa@oaa 59.4). RECIPES: the classifiers trained (e.g.
-# RECIPES=oaa skips Puzzle-CAM and jigsaw-consistency). Everything runs on CPU, one thread per process.
+# snapshots after epochs 5, 10, 15, 20 for traj-cam), the round-one maps (gradcam, saliency, SmoothGrad,
+# random crops, jigsaw, jigsaw-cam: the same methods and defaults as benchmarks/seeds.sh) and the fusion grid
+# (`wsss ablate --fusion-grid`), then classifiers puzzle, jigsaw-consistency and oaa (`wsss train-cls --recipe R`,
+# the same snapshots; two trained side by side), their maps and scores, and the AMN baseline (+ CRF). Every step
+# resumes (finished classifiers and maps are kept).
+# BEST="k1 k2 ...": the maps keys that get AMN and CRF: the best two new ones on tune (seeds 0, 1 with the
+# 0-0.95 by 0.01 sweep: traj-cam@jigsaw-consistency 65.7 / 60.4, traj-cam 62.6 / 59.9) and OAA, the best
+# published baseline. RECIPES: the classifiers trained (e.g. RECIPES=oaa skips Puzzle-CAM and
+# jigsaw-consistency). Everything runs on CPU, one thread per process.
 set -euo pipefail
 out=${1:-runs/rec}
 what=${2:-0 1 2}
 bench=${BENCH:-v2}
-best=${BEST:-"traj-cam oaa@oaa"}
+best=${BEST:-"traj-cam@jigsaw-consistency traj-cam oaa@oaa"}
 recipes=${RECIPES:-puzzle jigsaw-consistency oaa}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 snaps='classifier.snapshot_epochs=[5,10,15,20]'
@@ -44,6 +47,9 @@ base_seed() {  # the plain classifier, its CAM and trajectory CAM, the AMN basel
   [ -f "$r/amn.pt" ] || wsss train-amn --run "$r"
   score "$r" amn
   for key in amn cam traj-cam; do wsss pseudo --run "$r" --method "$key" --crf; done
+  # the round-one maps (jigsaw-cam is fused from the stored cam and jigsaw maps), then CAM fused with each of them
+  for m in gradcam saliency smoothgrad cropsal jigsaw jigsaw-cam; do score "$r" $m; done
+  wsss ablate --run "$r" --fusion-grid
 }
 
 recipes_seed() {  # classifiers $RECIPES (default puzzle, jigsaw-consistency, oaa; the first two side by side with
@@ -54,11 +60,8 @@ recipes_seed() {  # classifiers $RECIPES (default puzzle, jigsaw-consistency, oa
   for c in $recipes; do score "$r" cam "$c"; done
   case " $recipes " in *" oaa "*) score "$r" oaa oaa ;; esac
   for c in $recipes; do [ "$c" = oaa ] || score "$r" traj-cam "$c"; done
-  score "$r" jigsaw                         # the plain classifier's jigsaw: the cost reference
   case " $recipes " in *" jigsaw-consistency "*)
-    score "$r" saliency jigsaw-consistency
-    score "$r" jigsaw jigsaw-consistency
-    score "$r" jigsaw-cam jigsaw-consistency  # fused from the stored cam@ and jigsaw@ maps
+    score "$r" saliency jigsaw-consistency  # (its jigsaw maps were not made: ~7 s per image on this CPU)
   esac
 }
 
@@ -88,6 +91,7 @@ if [ "$what" = ablate ]; then
   ablate jc-ramp0 jigsaw-consistency cam --set classifier.alpha_ramp=0
   ablate jc-grid4 jigsaw-consistency cam --set 'classifier.jigsaw_grids=[4]'
   ablate oaa-warm5 oaa oaa --set classifier.warmup_epochs=5
+  ablate puzzle-alpha0 puzzle cam --set classifier.alpha=0  # Puzzle-CAM without its consistency term
   $py benchmarks/recipes_table.py --tune "$r" --out benchmarks/results/recipes_tune_seed0
   exit 0
 fi
