@@ -106,6 +106,10 @@ def test_pseudo_with_crf_writes_its_own_key(finished_run):
     assert "cam+crf" in results and results["cam"]["fixed"] != {}
     assert res["seconds_per_image"] > results["cam"]["seconds_per_image"]  # the CRF time is added
     assert len(list(finished_run.masks_dir("cam+crf").glob("*.png"))) == len(finished_run.dataset("train").ids)
+    assert res["fixed"]["t"] == results["cam"]["fixed"]["t"] and len(res["sweep"]) == 1  # at CAM's tune-chosen t
+    swept = score.pseudo(finished_run, "cam", crf=True, crf_sweep=True, progress=False)  # t chosen with the CRF
+    assert [r["t"] for r in swept["sweep"]] == [round(0.05 * i, 2) for i in range(20)]
+    assert swept["fixed"]["chosen_on"] == "tune" and swept["tune"]["best"]["t"] == swept["fixed"]["t"]
 
 
 def test_summarize_runs_mean_and_sd(finished_run):

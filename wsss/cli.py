@@ -422,7 +422,7 @@ def pseudo(
     run_dir: Path = RunOpt,
     method: str = typer.Option(..., "--method", help="Method key, e.g. cam or jigsaw@jigsaw-aug."),
     crf: bool = typer.Option(False, "--crf", help="Refine masks with dense CRF (extra [crf]) at the method's tune-chosen t."),
-    crf_sweep: bool = typer.Option(False, "--crf-sweep", help="With --crf: refine at every swept t (19x slower)."),
+    crf_sweep: bool = typer.Option(False, "--crf-sweep", help="With --crf: choose t on tune with the CRF, refining at every 0.05 of the sweep (20x slower; for maps whose t without CRF is near 0)."),
     irn: bool = typer.Option(False, "--irn", help="IRN's random walk on the boundary of the method's IRN (`wsss "
                              "train-irn` first): result key <method>+irn, background score chosen on tune."),
     device: str = DeviceOpt,

@@ -33,6 +33,7 @@ from wsss.run.rundir import Run, log, timed
 from wsss.run.stages import amn
 
 HIST_BINS = 20
+CRF_SWEEP_STEP = 0.05  # the step of `wsss pseudo --crf --crf-sweep` (each t costs a CRF pass per image)
 
 
 def crf_masks(norm_maps, classes, image, thresholds: list[float]) -> dict[float, np.ndarray]:
@@ -114,7 +115,8 @@ def score_maps(run: Run, maps_dir: Path, norm: str, masks_dir: Path, reference_d
     threshold through the CRF; or ``fixed``: a t set by the config, the sweep kept), and write the masks at
     the fixed t to ``masks_dir``."""
     cfg = run.cfg.pseudo
-    thresholds = threshold_values(cfg.t_start, cfg.t_stop, cfg.t_step)
+    step = max(cfg.t_step, CRF_SWEEP_STEP) if crf and crf_t is None else cfg.t_step  # the CRF swept on tune:
+    thresholds = threshold_values(cfg.t_start, cfg.t_stop, step)  # every 0.05 (a CRF pass per t and image)
     fixed_t, tune = None, None
     if crf and crf_t is not None:
         thresholds, fixed_t = [round(float(crf_t), 2)], round(float(crf_t), 2)
@@ -122,7 +124,7 @@ def score_maps(run: Run, maps_dir: Path, norm: str, masks_dir: Path, reference_d
         fixed_t = round(float(fixed), 2)
         thresholds = sorted({*thresholds, fixed_t})
     elif run.cfg.tune_split:
-        tune = tune_threshold(run.dataset(run.cfg.tune_split), maps_dir, norm, thresholds, cfg.t_step, crf, progress)
+        tune = tune_threshold(run.dataset(run.cfg.tune_split), maps_dir, norm, thresholds, step, crf, progress)
         fixed_t = tune["best"]["t"]
         edge = sweep_edge(fixed_t, thresholds)
         if edge:
@@ -154,7 +156,7 @@ def score_maps(run: Run, maps_dir: Path, norm: str, masks_dir: Path, reference_d
     chosen_on = (f"{run.cfg.tune_split} (without CRF)" if crf and crf_t is not None else run.cfg.tune_split) or "self"
     if fixed is not None and not crf:
         chosen_on = "config"
-    summary = scores.result(fixed_t, cfg.t_step, chosen_on, with_reference=reference_dir is not None)
+    summary = scores.result(fixed_t, step, chosen_on, with_reference=reference_dir is not None)
     summary["per_class_iou"] = named(summary["per_class_iou"], ds.classes)
     summary["split"] = run.cfg.score_split
     summary["tune"] = tune
