@@ -7,7 +7,9 @@ writes OUT.json and OUT.txt (a markdown table). Quality: the tune split's best m
 for +crf keys, refined at the base key's tune-chosen t), fixed-t mIoU (t chosen on tune, scored on train),
 precision / recall at that t, NDR recall, robust width, AP. Cost: seconds to train what the maps need (the
 classifier named after the @, the plain one otherwise, + AMN where the key is an AMN method) and map seconds per
-image (+ CRF seconds where the key says +crf), as recorded by the run on this machine.
+image (+ CRF seconds where the key says +crf), as recorded by the run on this machine. The mIoU of every run is
+listed too (column "per seed", in the order of the runs given), and `wsss ablate --fusion-grid` entries, where the
+runs have them, follow in a second table (fixed-t and tune mIoU).
 """
 
 from __future__ import annotations
@@ -55,8 +57,20 @@ def summarize(runs: list[Path]) -> dict:
             vals = [r[col] for r in rows if r[col] is not None]
             cell[col] = None if not vals else {"mean": statistics.fmean(vals),
                                                 "sd": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n": len(vals)}
+        cell["per_seed"] = [res["methods"][key]["fixed"]["miou"] if key in res.get("methods", {}) else None
+                            for res in per_run]
         table[key] = cell
-    return {"runs": [str(r) for r in runs], "methods": table}
+    fusions = {}
+    for key in sorted({k for res in per_run for k in (res.get("ablation") or {}).get("fusion_grid", {})}):
+        entries = [(res.get("ablation") or {}).get("fusion_grid", {}).get(key) for res in per_run]
+        cell = {}
+        for col in ("miou", "tune_miou"):
+            vals = [e[col] for e in entries if e and e.get(col) is not None]
+            cell[col] = None if not vals else {"mean": statistics.fmean(vals),
+                                                "sd": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n": len(vals)}
+        cell["per_seed"] = [e["miou"] if e else None for e in entries]
+        fusions[key] = cell
+    return {"runs": [str(r) for r in runs], "methods": table, "fusion_grid": fusions}
 
 
 def _fmt(col: str, c) -> str:
@@ -78,12 +92,23 @@ PCT = ("tune", "miou", "precision", "recall", "ndr_recall", "ap")
 def markdown(summary: dict) -> str:
     rows = sorted(summary["methods"].items(), key=lambda kv: -kv[1]["miou"]["mean"])
     n = max(c["miou"]["n"] for _, c in rows) if rows else 0
-    head = "| key | " + " | ".join(h for _, h in COLUMNS) + " | t |"
+    head = "| key | " + " | ".join(h for _, h in COLUMNS) + " | t | per seed |"
     out = [f"{len(summary['runs'])} run(s) ({', '.join(summary['runs'])}); n = seeds per key (max {n})", "", head,
-           "|" + "---|" * (len(COLUMNS) + 2)]
+           "|" + "---|" * (len(COLUMNS) + 3)]
     for key, c in rows:
-        out.append(f"| {key} | " + " | ".join(_fmt(col, c[col]) for col, _ in COLUMNS) + f" | {c['t']['mean']:.2f} |")
+        out.append(f"| {key} | " + " | ".join(_fmt(col, c[col]) for col, _ in COLUMNS)
+                   + f" | {c['t']['mean']:.2f} | {_seeds(c['per_seed'])} |")
+    fusions = sorted(summary.get("fusion_grid", {}).items(), key=lambda kv: -kv[1]["miou"]["mean"])
+    if fusions:
+        out += ["", "`wsss ablate --fusion-grid`: CAM fused with a stored map (t chosen on tune)", "",
+                "| fusion | mIoU@fixed | tune mIoU | per seed |", "|---|---|---|---|"]
+        for key, c in fusions:
+            out.append(f"| {key} | {_fmt('miou', c['miou'])} | {_fmt('tune', c['tune_miou'])} | {_seeds(c['per_seed'])} |")
     return "\n".join(out) + "\n"
+
+
+def _seeds(values: list) -> str:
+    return " / ".join("—" if v is None else f"{100 * v:.1f}" for v in values)
 
 
 def tune_table(run_dir: Path) -> tuple[dict, str]:
