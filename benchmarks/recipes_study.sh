@@ -5,6 +5,7 @@
 #
 # Usage: bash benchmarks/recipes_study.sh [OUTDIR] [SEEDS]     (default runs/rec, "0 1 2")
 #        bash benchmarks/recipes_study.sh runs/rec ablate       (seed 0: alpha / grids / warm-up, on tune only)
+#        bash benchmarks/recipes_study.sh runs/rec confirm      (the ablation's tune winner on every seed)
 # The session that ran it first (2 shared CPU cores) ran the recipes on seed 0 only:
 #        RECIPE_SEEDS=0 bash benchmarks/recipes_study.sh runs/rec "0 1 2"
 # Per seed S: data (`wsss data synth --seed S`), the plain classifier and its CAM (`wsss run --methods cam`,
@@ -77,6 +78,20 @@ best_seed() {  # AMN trained on the best two new maps (chosen on tune), and + CR
     wsss pseudo --run "$r" --method "$amn_key" --crf
   done
 }
+
+if [ "$what" = confirm ]; then
+  # the ablation's tune winner (seed 0: jc-ramp0, alpha = 4 from the first step) on every seed, scored on train:
+  # its CAM and traj-cam (SEEDS, default "0 1 2"; seed 0's classifier is the ablation's)
+  for s in ${SEEDS:-0 1 2}; do
+    r=$out/run_$s
+    [ -f "$r/classifier@jc-ramp0.pt" ] || wsss train-cls --run "$r" --recipe jigsaw-consistency --name jc-ramp0 \
+      --set "$snaps" --set classifier.alpha_ramp=0
+    for m in cam traj-cam; do score "$r" $m jc-ramp0; done
+  done
+  runs=(); for s in ${SEEDS:-0 1 2}; do runs+=("$out/run_$s"); done
+  $py benchmarks/recipes_table.py "${runs[@]}" --out "benchmarks/results/recipes_${bench}"
+  exit 0
+fi
 
 if [ "$what" = ablate ]; then
   # seed 0, chosen on tune only: the consistency weight alpha, the shuffle grids, the warm-up (alpha ramp; OAA's
