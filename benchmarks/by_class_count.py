@@ -10,9 +10,10 @@ scored on the run's score split; mean +- sd over the runs.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
+
+from recipes_table import emit  # benchmarks/ is on the path when this file is run as a script
 
 
 def split_scores(run_dir: Path, keys: list[str]) -> dict[str, dict[str, float]]:
@@ -63,11 +64,7 @@ def main() -> None:
     images = next(iter(next(iter(per_run.values())).values()), {}).get("images")
     lines += ["", f"images per run (first run): {images}"]
     text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(per_run, indent=1) + "\n")
-        args.out.with_suffix(".txt").write_text(text)
+    emit(text, per_run, args.out)
 
 
 if __name__ == "__main__":

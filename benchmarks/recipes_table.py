@@ -147,11 +147,16 @@ def main() -> None:
     else:
         summary = summarize(args.runs)
         text = markdown(summary)
+    emit(text, summary, args.out)
+
+
+def emit(text: str, data: dict, out: Path | None) -> None:
+    """Print ``text``; with ``out``, also write ``OUT.txt`` (the text) and ``OUT.json`` (``data``)."""
     print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
-        args.out.with_suffix(".txt").write_text(text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
+        out.with_suffix(".txt").write_text(text)
 
 
 if __name__ == "__main__":
