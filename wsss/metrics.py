@@ -26,7 +26,10 @@ __all__ = [
     "ConfusionMatrix",
     "NDRAccumulator",
     "average_precision",
+    "check_labels",
     "evaluate_folders",
+    "iou_of",
+    "mean_iou",
     "multilabel_map",
     "ndr_region",
     "robust_width",
@@ -55,6 +58,36 @@ def _out_of_range(x: torch.Tensor, k: int) -> int | None:
     """A value of ``x`` outside ``0..k-1`` (the smallest if negative, else the largest), or None."""
     lo, hi = int(x.min()), int(x.max())
     return lo if lo < 0 else hi if hi >= k else None
+
+
+def check_labels(gt: torch.Tensor, pred: torch.Tensor, k: int) -> None:
+    """Raise :class:`DataError` for a ground-truth label outside ``0..k-1`` or a predicted class outside it, both
+    taken on labelled (non-void) pixels only (integer tensors, any shapes)."""
+    if gt.numel():
+        bad = _out_of_range(gt, k)
+        if bad is not None:
+            raise DataError(f"ground truth contains label {bad}; expected 0..{k - 1} or {VOID} (void) "
+                            f"for num_classes={k}")
+    if pred.numel():
+        bad = _out_of_range(pred, k)
+        if bad is not None:
+            raise DataError(f"prediction contains class {bad} on a labelled pixel, but num_classes={k} "
+                            f"(valid 0..{k - 1})")
+
+
+def iou_of(mat: torch.Tensor) -> torch.Tensor:
+    """Per-class IoU of confusion matrices ``(..., K, K)`` (rows = gt): TP / (TP + FP + FN), float64, NaN where the
+    union is 0."""
+    m = mat.double()
+    tp = m.diagonal(dim1=-2, dim2=-1)
+    union = m.sum(-2) + m.sum(-1) - tp
+    return torch.where(union > 0, tp / union.clamp_min(1), torch.full_like(tp, float("nan")))
+
+
+def mean_iou(mat: torch.Tensor) -> torch.Tensor:
+    """mIoU of confusion matrices ``(..., K, K)``: the mean IoU over classes with a non-zero union (NaN where
+    nothing was scored)."""
+    return torch.nanmean(iou_of(mat), dim=-1)
 
 
 def _div(a: float, b: float) -> float:
@@ -94,15 +127,7 @@ class ConfusionMatrix:
         keep = g != VOID
         g, p = g[keep], p[keep]
         k = self.num_classes
-        if g.numel():
-            bad = _out_of_range(g, k)
-            if bad is not None:
-                raise DataError(f"ground truth contains label {bad}; expected 0..{k - 1} or {VOID} (void) "
-                                f"for num_classes={k}")
-            bad = _out_of_range(p, k)
-            if bad is not None:
-                raise DataError(f"prediction contains class {bad} on a labelled pixel, but num_classes={k} "
-                                f"(valid 0..{k - 1})")
+        check_labels(g, p, k)
         counts = torch.bincount(k * g + p, minlength=k * k)
         self.mat += counts.reshape(k, k).cpu()
         return self
@@ -116,10 +141,7 @@ class ConfusionMatrix:
 
     def iou(self) -> torch.Tensor:
         """Per-class IoU, ``(K,)`` float64: TP / (TP + FP + FN); NaN where the union is 0."""
-        m = self.mat.double()
-        tp = m.diag()
-        union = m.sum(0) + m.sum(1) - tp
-        return torch.where(union > 0, tp / union.clamp_min(1), torch.full_like(tp, float("nan")))
+        return iou_of(self.mat)
 
     def miou(self) -> float:
         """Mean IoU over classes with a non-zero union (NaN if nothing has been scored)."""

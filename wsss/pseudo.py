@@ -14,7 +14,7 @@ import torch
 
 from wsss.errors import DataError
 from wsss.labelio import VOC_PALETTE, load_label_png, save_label_png
-from wsss.metrics import VOID, ConfusionMatrix, robust_width
+from wsss.metrics import VOID, ConfusionMatrix, check_labels, robust_width
 
 __all__ = [
     "VOC_PALETTE",
@@ -156,15 +156,7 @@ def sweep_counts(
     ts = torch.tensor([float(t) for t in thresholds], dtype=top.dtype, device=top.device)
     order = torch.argsort(ts)
     below = torch.searchsorted(ts[order].contiguous(), top.contiguous(), right=False)
-    if g.numel():
-        if int(g.min()) < 0 or int(g.max()) >= k:
-            bad = int(g.min()) if int(g.min()) < 0 else int(g.max())
-            raise DataError(f"ground truth contains label {bad}; expected 0..{k - 1} or {VOID} (void) "
-                            f"for num_classes={k}")
-        shown = top_cls[below > 0]
-        if shown.numel() and int(shown.max()) >= k:
-            raise DataError(f"prediction contains class {int(shown.max())} on a labelled pixel, but "
-                            f"num_classes={k} (valid 0..{k - 1})")
+    check_labels(g, top_cls[below > 0], k)  # the classes some threshold predicts
     top_cls = top_cls.clamp(max=k - 1)
     hist = torch.bincount((g * k + top_cls) * (n_t + 1) + below, minlength=k * k * (n_t + 1))
     hist = hist.reshape(k, k, n_t + 1).cpu()

@@ -18,7 +18,7 @@ import torch
 from wsss.errors import ConfigError, RunDirError
 from wsss.labelio import save_label_png
 from wsss.mapsio import load_maps
-from wsss.metrics import APAccumulator, ConfusionMatrix, NDRAccumulator, threshold_values
+from wsss.metrics import APAccumulator, ConfusionMatrix, NDRAccumulator, mean_iou, threshold_values
 from wsss.progress import progress_bar
 from wsss.pseudo import (
     make_sweep_matrices,
@@ -90,7 +90,8 @@ class MaskScores:
             counts = torch.stack([ConfusionMatrix(self.k).update(masks[t], gt).mat for t in self.thresholds])
         for t, c in zip(self.thresholds, counts, strict=True):
             self.cms[round(float(t), 2)].mat += c
-        self.oracle.mat += counts[int(torch.argmax(_mious(counts)))]  # the image's best t (first on ties)
+        best = torch.nan_to_num(mean_iou(counts), nan=-1.0)  # nothing scored: never the best
+        self.oracle.mat += counts[int(torch.argmax(best))]  # the image's best t (first on ties)
         self.ap.update_maps(nm, classes, gt)
         for m, c in zip(np.asarray(nm), np.asarray(classes).reshape(-1), strict=True):
             self.hist_fg += np.histogram(m[gt == c], bins=HIST_BINS, range=(0, 1))[0]
@@ -245,18 +246,6 @@ def pseudo(run: Run, key: str, crf: bool = False, progress: bool = True, crf_swe
     log(f"  {str(rk):<22} fixed t={fixed['t']:.2f} mIoU {100 * fixed['miou']:.1f}  best {100 * best['miou']:.1f} "
         f"(t={best['t']:.2f})  P {100 * fixed['precision']:.1f} R {100 * fixed['recall']:.1f}")
     return record
-
-
-def _mious(counts: torch.Tensor) -> torch.Tensor:
-    """mIoU of each of a stack of confusion matrices ``(T, K, K)`` as :meth:`ConfusionMatrix.miou` (mean
-    over classes with a non-zero union), -1 where nothing was scored."""
-    m = counts.double()
-    tp = m.diagonal(dim1=1, dim2=2)
-    union = m.sum(1) + m.sum(2) - tp
-    present = union > 0
-    iou = torch.where(present, tp / union.clamp_min(1), torch.zeros_like(tp))
-    n = present.sum(1)
-    return torch.where(n > 0, iou.sum(1) / n.clamp_min(1), torch.full_like(iou[:, 0], -1.0))
 
 
 def _nan_none(x: float):
