@@ -46,6 +46,14 @@ def row(res: dict, key: str) -> dict:
     }
 
 
+def _stat(values: list) -> dict | None:
+    """``{"mean", "sd", "n"}`` of the values that are not None (sd 0 for one value); None if there are none."""
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None
+    return {"mean": statistics.fmean(vals), "sd": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n": len(vals)}
+
+
 def summarize(runs: list[Path]) -> dict:
     per_run = [json.loads((r / "results.json").read_text()) for r in runs]
     keys = sorted({k for res in per_run for k in res.get("methods", {})})
@@ -54,9 +62,7 @@ def summarize(runs: list[Path]) -> dict:
         rows = [row(res, key) for res in per_run if key in res.get("methods", {})]
         cell = {}
         for col in [c for c, _ in COLUMNS] + ["t"]:
-            vals = [r[col] for r in rows if r[col] is not None]
-            cell[col] = None if not vals else {"mean": statistics.fmean(vals),
-                                                "sd": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n": len(vals)}
+            cell[col] = _stat([r[col] for r in rows])
         cell["per_seed"] = [res["methods"][key]["fixed"]["miou"] if key in res.get("methods", {}) else None
                             for res in per_run]
         table[key] = cell
@@ -65,9 +71,7 @@ def summarize(runs: list[Path]) -> dict:
         entries = [(res.get("ablation") or {}).get("fusion_grid", {}).get(key) for res in per_run]
         cell = {}
         for col in ("miou", "tune_miou"):
-            vals = [e[col] for e in entries if e and e.get(col) is not None]
-            cell[col] = None if not vals else {"mean": statistics.fmean(vals),
-                                                "sd": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n": len(vals)}
+            cell[col] = _stat([e.get(col) for e in entries if e])
         cell["per_seed"] = [e["miou"] if e else None for e in entries]
         fusions[key] = cell
     return {"runs": [str(r) for r in runs], "methods": table, "fusion_grid": fusions}
