@@ -37,6 +37,9 @@ score() {  # score RUN METHOD [CLASSIFIER]: maps (resumable) + pseudo-masks and 
 
 train() {  # train RUN RECIPE [--set ...]: classifier RECIPE unless trained
   local r=$1 recipe=$2; shift 2
+  # the study's jigsaw-consistency is the recipe as first built, alpha ramped over the first half (Puzzle-CAM's
+  # schedule); the recipe's default became no ramp after this study's ablation (jc-ramp0 below)
+  [ "$recipe" = jigsaw-consistency ] && set -- --set classifier.alpha_ramp=0.5 "$@"
   [ -f "$r/classifier@$recipe.pt" ] || wsss train-cls --run "$r" --recipe "$recipe" --set "$snaps" "$@"
 }
 

@@ -202,6 +202,13 @@ def test_alpha_ramp():
     assert [alpha_at(s, 100, 4.0, 0.5) for s in (0, 25, 50, 75, 99)] == [0.0, 2.0, 4.0, 4.0, 4.0]
     assert alpha_at(0, 100, 4.0, 0.0) == 4.0
     assert alpha_at(10, 100, 2.0, 1.0) == pytest.approx(0.2)
+    # unset, each recipe its own: Puzzle-CAM ramps as published, jigsaw-consistency starts at alpha (tune's choice)
+    assert ClassifierConfig(recipe="puzzle").ramp == 0.5
+    assert ClassifierConfig(recipe="jigsaw-consistency").ramp == 0.0
+    assert ClassifierConfig(recipe="jigsaw-consistency", alpha_ramp=0.5).ramp == 0.5
+    r = create_recipe(ClassifierConfig(recipe="jigsaw-consistency"), total_steps=100)
+    assert r.alpha(0) == 4.0
+    assert create_recipe(ClassifierConfig(recipe="puzzle"), total_steps=100).alpha(25) == 2.0
 
 
 # ---- Puzzle: tiles merge back exactly --------------------------------------------------------------------
@@ -439,3 +446,68 @@ def test_real_data_presets_of_each_recipe(base, recipe):
         assert (c.alpha, c.alpha_ramp, c.batch_size, c.epochs) == (4.0, 0.5, 32, 15)
         assert c.crop % (c.puzzle_grid * 16) == 0
     create_recipe(c)  # a valid recipe configuration
+
+
+# ---- wsss run: methods of a named classifier (<method>@<name>) -----------------------------------------------
+def test_plan_trains_a_named_classifier_before_its_maps():
+    from wsss.config import RunConfig
+    from wsss.run import plan
+
+    cfg = RunConfig(seg={"methods": ["cam@jigsaw-consistency"], "ground_truth": False})
+    jobs = plan.build(cfg, ["jigsaw-cam", "cam@jigsaw-consistency", "amn@puzzle", "jigsaw-cam@puzzle"])
+    by_id = {j.id: j for j in jobs}
+    assert [j.id for j in jobs if j.kind == "classifier"] == [
+        "classifier", "classifier:jigsaw-consistency", "classifier:puzzle"]
+    assert by_id["maps:cam@jigsaw-consistency"].after == ("classifier:jigsaw-consistency",)
+    assert "train_aug" in by_id["maps:cam@jigsaw-consistency"].splits  # its segmenter trains on its masks
+    assert by_id["seg:cam@jigsaw-consistency"].after == ("score:cam@jigsaw-consistency",)
+    # a fusion and an AMN of a named classifier read that classifier's maps; AMN's backbone is that classifier
+    assert by_id["fuse:jigsaw-cam@puzzle"].after == ("maps:cam@puzzle", "maps:jigsaw@puzzle")
+    assert by_id["amn:amn@puzzle"].after == ("classifier:puzzle", "maps:cam@puzzle")
+    assert "train_aug" in by_id["maps:cam@puzzle"].splits and "train_aug" not in by_id["maps:jigsaw@puzzle"].splits
+    plan.check(jobs)
+    # a name from the config's classifiers, or one already trained in the run; anything else fails before work
+    named = cfg.with_updates(classifiers={"jc-a1": {"recipe": "jigsaw-consistency", "alpha": 1}})
+    assert "classifier:jc-a1" in {j.id for j in plan.build(named, ["cam@jc-a1"])}
+    c = named.classifier_config("jc-a1")
+    assert (c.recipe, c.alpha, c.name, c.epochs) == ("jigsaw-consistency", 1.0, "jc-a1", cfg.classifier.epochs)
+    assert cfg.classifier_config("puzzle").recipe == "puzzle" and cfg.classifier_config() == cfg.classifier
+    assert "classifier:mine" in {j.id for j in plan.build(cfg, ["cam@mine"], trained=("mine",))}
+    with pytest.raises(ConfigError, match="unknown classifier 'mine'.*classifiers.mine"):
+        plan.build(cfg, ["cam@mine"])
+    with pytest.raises(ConfigError, match="--post crf"):
+        plan.build(cfg, ["cam+crf"])
+    for bad, match in (({"a.b": {}}, "letters, digits"), ({"a": {"alpah": 1}}, "classifiers.a.alpah"),
+                       ({"a": {"alpha": "x"}}, "classifiers.a.alpha"), ({"plain": {"alpha": 1}}, "classifiers.plain")):
+        with pytest.raises(ConfigError, match=match):
+            cfg.with_updates(classifiers=bad)
+
+
+def test_run_trains_scores_and_resumes_a_named_classifier(tiny_data, tmp_path, monkeypatch, capsys):
+    import json
+
+    from .conftest import run_cli
+
+    out = tmp_path / "run"
+    args = ["run", "--data", tiny_data, "--out", out, "--device", "cpu", "--methods", "cam,cam@jc2,cam@puzzle",
+            "--set", "classifier.epochs=1", "--set", "classifier.batch_size=8", "--set", "seg.epochs=1",
+            "--set", "seg.methods=[cam@jc2]", "--set", "seg.ground_truth=false",
+            "--set", "classifiers={jc2: {recipe: jigsaw-consistency, alpha: 2}}"]
+    code, stdout, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    res = json.loads((out / "results.json").read_text())
+    assert {"cam", "cam@jc2", "cam@puzzle"} <= set(res["methods"]) and set(res["segmentation"]) == {"cam@jc2"}
+    jc2 = res["classifiers"]["jc2"]["config"]
+    assert (jc2["recipe"], jc2["alpha"], jc2["alpha_ramp"]) == ("jigsaw-consistency", 2.0, None)
+    assert res["classifiers"]["puzzle"]["config"]["recipe"] == "puzzle"
+    assert "cam@jc2" in stdout  # the summary table
+    # resume: nothing trained again
+    stamp = {p.name: p.stat().st_mtime_ns for p in out.glob("classifier*.pt")}
+    assert set(stamp) == {"classifier.pt", "classifier@jc2.pt", "classifier@puzzle.pt"}
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--resume")
+    assert code == 0, err
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("classifier*.pt")} == stamp
+    # an unknown classifier name: one line, nothing written
+    code, _, err = run_cli(monkeypatch, capsys, "run", "--data", tiny_data, "--out", tmp_path / "bad", "--methods",
+                           "cam@nosuch")
+    assert code != 0 and "unknown classifier 'nosuch'" in err and not (tmp_path / "bad").exists()

@@ -283,8 +283,9 @@ def run(
     resume: bool = ResumeOpt,
 ):
     """The whole pipeline. Example: `wsss run --data data/synth --out runs/r1 --methods cam,jigsaw`."""
+    from wsss.run import plan
     from wsss.run.pipeline import build_config, run_pipeline
-    from wsss.run.rundir import Run
+    from wsss.run.rundir import Run, trained_classifiers
 
     cfg = build_config(
         data=str(data) if data else None,
@@ -311,6 +312,8 @@ def run(
         if bad:
             raise typer.BadParameter(f"unknown post-processing step {bad[0]!r} (crf, irn)", param_hint="--post")
         cfg = cfg.with_updates(**{"pseudo.post": steps})
+    # the plan is checked (unknown methods or classifier names) before anything is written
+    plan.build(cfg, _methods(methods), trained=trained_classifiers(out) if resume else ())
     r = Run.create(out, cfg, force=force, resume=resume)
     run_pipeline(r, _methods(methods))
     _summary(r)
@@ -710,16 +713,17 @@ def summarize(
         print(json.dumps(table, indent=1))
         return
     print(f"{len(runs)} runs; mean +- sd (percent)")
-    print(f"{'method':<22}{'mIoU@fixed':>20}{'best':>20}{'precision':>20}{'recall':>20}{'NDR recall':>20}"
+    kw = max([22, *(len(k) + 2 for k in table["methods"])])
+    print(f"{'method':<{kw}}{'mIoU@fixed':>20}{'best':>20}{'precision':>20}{'recall':>20}{'NDR recall':>20}"
           f"{'robust width':>22}")
     for key, row in sorted(table["methods"].items(), key=lambda kv: -kv[1]["miou"]["mean"]):
         cells = [row[c] for c in ("miou", "best", "precision", "recall", "ndr_recall")]
         w = row.get("robust_width")
         width = "-" if w is None else f"{w['mean']:.2f} +- {w['sd']:.2f}"
-        print(f"{key:<22}" + "".join(f"{_pm(c):>20}" for c in cells) + f"{width:>22}")
-    print(f"\n{'threshold robustness':<22}{'AP':>20}{'oracle-t mIoU':>20}{'spread t=0.1..0.5':>20}")
+        print(f"{key:<{kw}}" + "".join(f"{_pm(c):>20}" for c in cells) + f"{width:>22}")
+    print(f"\n{'threshold robustness':<{kw}}{'AP':>20}{'oracle-t mIoU':>20}{'spread t=0.1..0.5':>20}")
     for key, row in sorted(table["methods"].items(), key=lambda kv: -kv[1]["miou"]["mean"]):
-        print(f"{key:<22}" + "".join(f"{_pm(row.get(c)):>20}" for c in ("ap", "oracle_miou", "spread")))
+        print(f"{key:<{kw}}" + "".join(f"{_pm(row.get(c)):>20}" for c in ("ap", "oracle_miou", "spread")))
     for key, row in sorted(table["segmentation"].items()):
         print(f"segmenter on {key:<12} val mIoU {_pm(row)}")
     if table["study"]:
@@ -753,9 +757,10 @@ def _summary(r) -> None:
     from wsss.report.tables import num, pct
 
     res = r.typed_results()
-    print(f"\n{'method':<24}{'mIoU@fixed':>11}{'best':>7}{'t':>6}{'prec':>7}{'rec':>7}{'width':>7}{'NDR':>7}{'s/img':>9}")
+    w = max([24, *(len(k) + 2 for k in res.methods)])
+    print(f"\n{'method':<{w}}{'mIoU@fixed':>11}{'best':>7}{'t':>6}{'prec':>7}{'rec':>7}{'width':>7}{'NDR':>7}{'s/img':>9}")
     for k, m in sorted(res.methods.items(), key=lambda kv: -kv[1].fixed.miou):
-        print(f"{k:<24}{pct(m.fixed.miou):>11}{pct(m.best.miou):>7}{num(m.fixed.t):>6}{pct(m.fixed.precision):>7}"
+        print(f"{k:<{w}}{pct(m.fixed.miou):>11}{pct(m.best.miou):>7}{num(m.fixed.t):>6}{pct(m.fixed.precision):>7}"
               f"{pct(m.fixed.recall):>7}{num(m.robust_width):>7}{pct(m.ndr_recall):>7}{num(m.seconds_per_image, '.4f'):>9}")
     for k, seg in res.segmentation.items():
         print(f"segmenter on {k}: val mIoU {pct(seg.val_miou)}")

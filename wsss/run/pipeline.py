@@ -9,7 +9,7 @@ from wsss.config import RunConfig, quick_profile
 from wsss.errors import ConfigError
 from wsss.run import plan
 from wsss.run.rundir import Run, log, timed
-from wsss.run.stages import amn, classifier, fuse, irn, maps, score, seg
+from wsss.run.stages import amn, classifier, irn, produce, score, seg
 from wsss.runtime import is_main
 
 QUICK_IMAGES = 120
@@ -37,7 +37,7 @@ def run_pipeline(run: Run, methods: list[str] | None = None, progress: bool = Tr
     :func:`wsss.run.plan.build` (post-processing: the config's ``pseudo.post``). Finished work is skipped
     (``--resume`` never redoes a stage): an existing classifier, AMN, IRN or segmenter, maps already on disk, a
     method already scored in results.json."""
-    jobs = plan.build(run.cfg, methods)
+    jobs = plan.build(run.cfg, methods, trained=run.trained_classifiers())
     t_all, header = time.time(), None
     for job in jobs:
         if job.kind in MAIN_RANK_ONLY and not is_main():
@@ -54,14 +54,17 @@ def run_pipeline(run: Run, methods: list[str] | None = None, progress: bool = Tr
 def _execute(run: Run, job: plan.Job, progress: bool) -> None:
     m = job.target
     if job.kind == "classifier":
-        if not run.classifier_path().exists():
-            classifier.train(run, progress=progress)
+        name = m or "plain"
+        if run.classifier_path(name).exists():
+            if name != "plain":
+                log(f"  {run.classifier_path(name)}: trained already")
+        else:
+            classifier.train(run, name=name, progress=progress)
     elif job.kind in ("maps", "fuse"):
-        compute = fuse.compute if job.kind == "fuse" else amn.compute_maps if amn.is_amn(m) else maps.compute
         with timed(run, f"maps/{m}"):
-            compute(run, m, splits=job.splits, progress=progress)
+            produce.maps_of(run, m, splits=job.splits, progress=progress)
     elif job.kind == "amn":
-        src = amn.source(run, m)
+        src = plan.inputs(run.cfg, m)[0]
         if run.amn_path(m).exists():
             log(f"  {run.amn_path(m)}: trained already")
         else:

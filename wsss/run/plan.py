@@ -15,6 +15,13 @@ maps are made on the train split exactly when something downstream trains on the
     seg:cam, seg:gt       after score:cam
     report
 
+A method of another classifier, ``<method>@<name>`` (``cam@jigsaw-consistency``: CAM of a classifier trained with
+that recipe; ``classifiers.<name>`` in the config for other settings), adds that classifier's training, and
+its maps (or a fusion's, an AMN's) come after it::
+
+    classifier:jigsaw-consistency
+    maps:cam@jigsaw-consistency   after classifier:jigsaw-consistency
+
 With post-processing (``wsss run --post crf,irn``, ``pseudo.post``) every scored method ``M`` also gets
 ``score:M+crf`` (after ``score:M``: the CRF refines at M's tune-chosen t) and ``score:M+irn`` (after
 ``maps:M`` and ``irn:<S>``, the IRN trained on the maps of ``S``: ``M`` itself under ``irn.from_maps: self``,
@@ -30,8 +37,9 @@ from __future__ import annotations
 import dataclasses
 
 from wsss import localize
-from wsss.config import RunConfig
+from wsss.config import RunConfig, check_methods
 from wsss.errors import ConfigError
+from wsss.results import ResultKey
 
 KINDS = ("classifier", "maps", "fuse", "amn", "irn", "score", "seg", "report")
 
@@ -53,22 +61,41 @@ class Job:
 def methods_of(cfg: RunConfig, methods: list[str] | None = None) -> list[str]:
     """The methods a run scores: ``methods`` (or the config's), the NDR reference first when missing."""
     methods = list(dict.fromkeys(methods or cfg.maps.methods))
-    for m in methods:
-        localize.spec(m)  # unknown names fail here, before any work
+    check_methods(methods, {})  # unknown names fail here, before any work
     if cfg.pseudo.ndr_reference not in methods:
         methods.insert(0, cfg.pseudo.ndr_reference)
     return methods
 
 
-def _inputs(cfg: RunConfig, method: str) -> tuple[str, ...]:
-    """The methods whose stored maps ``method``'s maps are made from (fusion inputs, AMN source)."""
-    spec = localize.spec(method)
+def _spec(key: str) -> localize.MethodSpec:
+    return localize.spec(ResultKey.parse(key).method)
+
+
+def inputs(cfg: RunConfig, key: str) -> tuple[str, ...]:
+    """The maps keys whose stored maps ``key``'s maps are made from (fusion inputs, AMN's source), of the same
+    classifier as ``key``."""
+    rk = ResultKey.parse(key)
+    spec = localize.spec(rk.method)
     if spec.is_fusion:
         base, filler = spec.inputs
-        return base, cfg.maps.options.get(method, {}).get("filler", filler)
-    if spec.requires == "amn":
-        return (spec.source or cfg.amn.from_maps,)
-    return ()
+        names: tuple[str, ...] = (base, cfg.maps.options.get(rk.method, {}).get("filler", filler))
+    elif spec.requires == "amn":
+        names = (spec.source or cfg.amn.from_maps,)
+    else:
+        return ()
+    out = []
+    for name in names:
+        src = ResultKey.parse(name)
+        if rk.classifier != "plain" and src.classifier != "plain":
+            raise ConfigError(f"method {key}: its source {name} names another classifier (amn.from_maps)")
+        out.append(name if rk.classifier == "plain" else ResultKey(src.method, rk.classifier).maps)
+    return tuple(out)
+
+
+def classifier_job(key: str) -> str:
+    """The id of the job that trains the classifier of maps key ``key``."""
+    name = ResultKey.parse(key).classifier
+    return "classifier" if name == "plain" else f"classifier:{name}"
 
 
 def irn_source(cfg: RunConfig, method: str) -> str:
@@ -76,10 +103,12 @@ def irn_source(cfg: RunConfig, method: str) -> str:
     return method if cfg.irn.from_maps == "self" else cfg.irn.from_maps
 
 
-def build(cfg: RunConfig, methods: list[str] | None = None, post: tuple[str, ...] | list[str] | None = None
-          ) -> list[Job]:
+def build(cfg: RunConfig, methods: list[str] | None = None, post: tuple[str, ...] | list[str] | None = None,
+          trained: tuple[str, ...] = ()) -> list[Job]:
     """The jobs of a run, each after the jobs it needs (see the module docstring); ``post``: the
-    post-processing steps scored for every method (default: the config's ``pseudo.post``)."""
+    post-processing steps scored for every method (default: the config's ``pseudo.post``); ``trained``: names
+    of classifiers already trained in the run (``wsss train-cls --name``), usable as ``<method>@<name>``
+    without a config entry."""
     methods = methods_of(cfg, methods)
     post = tuple(dict.fromkeys(cfg.pseudo.post if post is None else post))
     bad = [p for p in post if p not in ("crf", "irn")]
@@ -96,8 +125,8 @@ def build(cfg: RunConfig, methods: list[str] | None = None, post: tuple[str, ...
         if on_train.get(m) is True or (m in on_train and not train):
             return
         on_train[m] = train
-        spec = localize.spec(m)
-        for src in _inputs(cfg, m):  # AMN trains on its source's maps of the train split
+        spec = _spec(m)
+        for src in inputs(cfg, m):  # AMN trains on its source's maps of the train split
             need(src, train or spec.requires == "amn")
 
     for m in methods:
@@ -110,17 +139,23 @@ def build(cfg: RunConfig, methods: list[str] | None = None, post: tuple[str, ...
             need(m, True)
     scored = (cfg.score_split, cfg.tune_split)
     train = (cfg.train_split,)
-    jobs = [Job("classifier")]
     order = list(dict.fromkeys([*methods, *on_train]))
-    plain = [m for m in order if not localize.spec(m).is_fusion and localize.spec(m).requires != "amn"]
-    fused = [m for m in order if localize.spec(m).is_fusion]
-    amns = [m for m in order if localize.spec(m).requires == "amn"]
+    # the classifiers: the run's own (IRN's backbone too) and each one a maps key names
+    names = list(dict.fromkeys([*(["plain"] if irn_sources else []), *(ResultKey.parse(m).classifier for m in order)]))
+    for name in names:
+        if name not in trained:
+            cfg.classifier_config(name)  # an unknown name fails here, before any work
+    jobs = [Job("classifier", "" if name == "plain" else name) for name in names]
+    plain = [m for m in order if not _spec(m).is_fusion and _spec(m).requires != "amn"]
+    fused = [m for m in order if _spec(m).is_fusion]
+    amns = [m for m in order if _spec(m).requires == "amn"]
     for m in plain:
-        jobs.append(Job("maps", m, scored + train * on_train[m], ("classifier",)))
+        jobs.append(Job("maps", m, scored + train * on_train[m], (classifier_job(m),)))
     for m in fused:  # after the plain maps (check() catches a fusion of fusions listed out of order)
-        jobs.append(Job("fuse", m, scored + train * on_train[m], tuple(_maps_id(s) for s in _inputs(cfg, m))))
-    for m in amns:  # AMN trains on stored maps of any kind, fused ones included
-        jobs.append(Job("amn", m, train, ("classifier", _maps_id(_inputs(cfg, m)[0]))))
+        jobs.append(Job("fuse", m, scored + train * on_train[m], tuple(_maps_id(s) for s in inputs(cfg, m))))
+    for m in amns:  # AMN trains on stored maps of any kind, fused ones included; its backbone is their classifier's
+        src = inputs(cfg, m)[0]
+        jobs.append(Job("amn", m, train, (classifier_job(src), _maps_id(src))))
     for m in amns:
         jobs.append(Job("maps", m, scored + train * on_train[m], (f"amn:{m}",)))
     for src in irn_sources:
@@ -139,8 +174,8 @@ def build(cfg: RunConfig, methods: list[str] | None = None, post: tuple[str, ...
     return jobs
 
 
-def _maps_id(method: str) -> str:
-    return f"{'fuse' if localize.spec(method).is_fusion else 'maps'}:{method}"
+def _maps_id(key: str) -> str:
+    return f"{'fuse' if _spec(key).is_fusion else 'maps'}:{key}"
 
 
 def check(jobs: list[Job]) -> None:
@@ -155,5 +190,5 @@ def check(jobs: list[Job]) -> None:
 
 def describe(jobs: list[Job]) -> str:
     """The plan, one job a line (``wsss run --plan``)."""
-    return "\n".join(f"{j.id:<28}{','.join(s for s in j.splits if s):<28}{'after ' + ', '.join(j.after) if j.after else ''}"
+    return "\n".join(f"{j.id:<32}{','.join(s for s in j.splits if s):<28}{'after ' + ', '.join(j.after) if j.after else ''}"
                      for j in jobs)

@@ -147,6 +147,10 @@ class Run:
         self.inside(name, what="classifier name")
         return self.path / ("classifier.pt" if name == "plain" else f"classifier@{name}.pt")
 
+    def trained_classifiers(self) -> tuple[str, ...]:
+        """Names of the classifiers trained in this run besides its own (``classifier@<name>.pt``)."""
+        return trained_classifiers(self.path)
+
     def maps_dir(self, key: str) -> Path:
         return self.inside("maps", key, what="maps key")
 
@@ -340,3 +344,10 @@ def timed(run: Run, stage: str):
     dt = time.time() - t0
     run.update_results("timings", stage, value=round(dt, 3))
     log(f"  {stage}: {dt:.1f} s")
+
+
+def trained_classifiers(folder: Path) -> tuple[str, ...]:
+    """Names of the classifiers trained in run folder ``folder`` besides its own (``classifier@<name>.pt``; not
+    their snapshots ``.epochNNN.pt`` or OAA banks ``.oaa.pt``)."""
+    names = (p.name[len("classifier@"):-len(".pt")] for p in Path(folder).glob("classifier@*.pt"))
+    return tuple(sorted(n for n in names if "." not in n))

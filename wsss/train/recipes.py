@@ -144,7 +144,7 @@ class Recipe:
         """After epoch ``epoch`` (0-based) with the bare classifier; ``last``: the final epoch."""
 
     def alpha(self, step: int) -> float:
-        return alpha_at(step, self.total_steps, self.cfg.alpha, self.cfg.alpha_ramp)
+        return alpha_at(step, self.total_steps, self.cfg.alpha, self.cfg.ramp)
 
 
 class Plain(Recipe):

@@ -3,6 +3,7 @@ recipe of :mod:`wsss.train.recipes` (``wsss train-cls --recipe puzzle`` writes `
 
 from __future__ import annotations
 
+from wsss.config import RECIPES
 from wsss.errors import ConfigError
 from wsss.run.rundir import Run, log, timed
 from wsss.runtime import seed_everything
@@ -12,7 +13,8 @@ def train(run: Run, name: str = "plain", jigsaw_aug: float | None = None, progre
           recipe: str | None = None, overrides: dict | None = None) -> dict:
     """Train classifier ``name`` on the train split (``jigsaw_aug``: fraction of images shuffled; ``recipe``: a
     training recipe of :mod:`wsss.train.recipes`; ``overrides``: ``classifier.*`` dotted keys, e.g.
-    ``{"classifier.alpha": 2}``), over the run's classifier config, which stays as it is on disk. The summary,
+    ``{"classifier.alpha": 2}``), over the run's config of that classifier (:meth:`RunConfig.classifier_config`:
+    a recipe's name trains that recipe), which stays as it is on disk. The summary,
     with the classifier config used, goes to ``results["classifiers"][name]``."""
     from wsss.train.classifier import train_classifier
 
@@ -25,7 +27,10 @@ def train(run: Run, name: str = "plain", jigsaw_aug: float | None = None, progre
     if recipe is not None:
         updates["classifier.recipe"] = recipe
     updates["classifier.name"] = name
-    cfg = run.cfg.with_updates(**updates).classifier
+    # a name the config knows (a recipe's, a `classifiers` entry) starts from its settings
+    known = name == "plain" or name in run.cfg.classifiers or name in RECIPES
+    base = run.cfg.model_copy(update={"classifier": run.cfg.classifier_config(name)}) if known else run.cfg
+    cfg = base.with_updates(**updates).classifier
     seed_everything(run.cfg.seed)
     val = run.dataset(run.cfg.val_split) if run.cfg.val_split else None
     with timed(run, f"train-cls@{name}"):
