@@ -260,7 +260,9 @@ def run(
     out: Path = typer.Option(..., "--out", help="Run directory to create."),
     format: str = typer.Option(None, "--format", help="Dataset layout: auto (default, detect) | voc | coco | folder."),
     labels: Path = LabelsOpt,
-    methods: str = typer.Option(None, "--methods", help="Comma-separated methods (default: the config's)."),
+    methods: str = typer.Option(None, "--methods", help="Comma-separated methods (default: the config's); "
+                                "<method>@<classifier> for the maps of a second classifier trained in the run "
+                                "(cam@jigsaw-consistency: a recipe's name, or a config classifiers: entry)."),
     config: Path = typer.Option(None, "--config", help="YAML config (e.g. configs/voc12_resnet50.yaml)."),
     quick: bool = typer.Option(False, "--quick", help="Less work everywhere: a first look."),
     seed: int = typer.Option(None, help="Seed (data order, training, sampling)."),
