@@ -441,7 +441,10 @@ def test_real_data_presets_of_each_recipe(base, recipe):
     plain = RunConfig.load(path.with_name(f"{base}.yaml"))
     c = cfg.classifier
     assert c.recipe == recipe and c.arch == "resnet50" and c.output_stride == 16
-    assert cfg.model_dump(exclude={"classifier", "maps"}) == plain.model_dump(exclude={"classifier", "maps"})
+    same = {"classifier", "classifiers", "maps"}
+    assert cfg.model_dump(exclude=same) == plain.model_dump(exclude=same)
+    # the base preset's second classifier of that recipe (`--methods cam@<recipe>`) is this preset's classifier
+    assert plain.classifier_config(recipe) == c.model_copy(update={"name": recipe})
     if recipe != "oaa":  # Puzzle-CAM's schedule: alpha 4 over the first half, batch 32, 15 epochs
         assert (c.alpha, c.alpha_ramp, c.batch_size, c.epochs) == (4.0, 0.5, 32, 15)
         assert c.crop % (c.puzzle_grid * 16) == 0
