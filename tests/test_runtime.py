@@ -85,3 +85,13 @@ def test_demo_config_asks_for_channels_last(monkeypatch, tmp_path):
     for cfg in made:  # traj-cam reads the snapshots after each quarter of the classifier's training
         assert "traj-cam" in cfg.maps.methods
         assert cfg.classifier.snapshot_epochs[-1] == cfg.classifier.epochs and len(cfg.classifier.snapshot_epochs) == 4
+    # the full demo: our jigsaw-consistency classifier's CAM, its masks train a segmenter; planned after the classifier
+    full = made[1]
+    assert "cam@jigsaw-consistency" in full.maps.methods and "cam@jigsaw-consistency" in full.seg.methods
+    jc = full.classifier_config("jigsaw-consistency")
+    assert (jc.recipe, jc.epochs, jc.ramp) == ("jigsaw-consistency", 10, 0.0)
+    from wsss.run import plan
+
+    ids = [j.id for j in plan.build(full)]
+    assert ids.index("classifier:jigsaw-consistency") < ids.index("maps:cam@jigsaw-consistency")
+    assert "cam@jigsaw-consistency" not in made[0].maps.methods  # the quick demo keeps its two-minute budget
