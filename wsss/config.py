@@ -86,6 +86,9 @@ class MapsConfig(_Model):
             "jigsaw",
             "jigsaw-cam",
             "amn",
+            # ours, round two: CAM of a second classifier trained with the jigsaw-consistency recipe (the best map
+            # without post-processing of the benchmark-v2 study, chosen on tune; trained after the run's own)
+            "cam@jigsaw-consistency",
         ]
     )
     # per-method localizer options, checked against each method's spec when the config is loaded

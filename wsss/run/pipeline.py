@@ -18,8 +18,10 @@ QUICK_METHODS = ["cam", "gradcam", "saliency", "jigsaw", "jigsaw-cam", "traj-cam
 # split of the 3-seed benchmark-v2 study (`benchmarks/recipes_study.sh`, tune mIoU mean of seeds 0-2):
 # - cam@jigsaw-consistency, ours: CAM of a second classifier trained with the jigsaw-consistency recipe, the best
 #   map of the study without post-processing (64.8 vs CAM 60.2, AMN 61.0); its masks replace jigsaw-cam's (60.6)
-#   as a segmenter's input (the jigsaw maps are then needed on the scored splits only), and the segmenter on AMN's
-#   masks (the weakest of the demo's segmenters: 61.5 vs CAM's 63.9 on seed 0) is dropped to pay for its training;
+#   as a segmenter's input (the jigsaw maps are then needed on the scored splits only). To pay for its training the
+#   full demo trains no segmenter on AMN's masks (the weakest of its segmenters: 61.5 vs CAM's 63.9 on seed 0) nor
+#   on the true masks (the fully supervised bound, 83.3; `wsss train-seg --run DIR --masks gt` adds it): with both
+#   it took 15 min 19 s on the idle 2-core CPU, with the true masks' alone 15 min 11 s;
 # - traj-cam (CAM averaged over the classifier's snapshots after each quarter of its training): 61.0, four CAM
 #   passes, the snapshots saved while the classifier trains.
 DEMO_METHODS = ["cam", "gradcam", "saliency", "jigsaw", "jigsaw-cam", "traj-cam", "amn", "cam@jigsaw-consistency"]
@@ -32,8 +34,8 @@ DEMO_SEG = ["cam", "cam@jigsaw-consistency"]
 # (42.6 vs 43.4), which the demo's table shows (`benchmarks/results/demo_speed.md`).
 # The full demo's jigsaw-consistency classifier trains for 10 epochs instead of 20 (`wsss run`: the run's classifier
 # epochs), chosen on tune (seed 0, `benchmarks/results/recipes_tune_seed0.txt`): CAM tune mIoU 68.1 after 10
-# epochs vs 67.6 after 20.
-DEMO_OPTIONS = {"maps.options.jigsaw.samples": 4, "seg.methods": DEMO_SEG,
+# epochs vs 67.6 after 20 (and 44.2 after 5).
+DEMO_OPTIONS = {"maps.options.jigsaw.samples": 4, "seg.methods": DEMO_SEG, "seg.ground_truth": False,
                 "classifiers": {"jigsaw-consistency": {"epochs": 10, "snapshot_epochs": []}}}
 HEADERS = {"classifier": "[1] classifier", "maps": "[2] localization maps", "fuse": "[2] localization maps",
            "amn": "[2b] AMN", "irn": "[2c] IRN", "score": "[3] pseudo-masks and scores", "seg": "[4] segmentation", "report": "[5] report"}
