@@ -21,7 +21,8 @@ QUICK_METHODS = ["cam", "gradcam", "saliency", "jigsaw", "jigsaw-cam", "traj-cam
 #   as a segmenter's input (the jigsaw maps are then needed on the scored splits only). To pay for its training the
 #   full demo trains no segmenter on AMN's masks (the weakest of its segmenters: 61.5 vs CAM's 63.9 on seed 0) nor
 #   on the true masks (the fully supervised bound, 83.3; `wsss train-seg --run DIR --masks gt` adds it): with both
-#   it took 15 min 19 s on the idle 2-core CPU, with the true masks' alone 15 min 11 s;
+#   it took 15 min 19 s on the idle 2-core CPU, with the true masks' alone 15 min 11 s. The quick demo trains none
+#   on the true masks either (its 20 s took it to 2 min 7 s);
 # - traj-cam (CAM averaged over the classifier's snapshots after each quarter of its training): 61.0, four CAM
 #   passes, the snapshots saved while the classifier trains.
 DEMO_METHODS = ["cam", "gradcam", "saliency", "jigsaw", "jigsaw-cam", "traj-cam", "amn", "cam@jigsaw-consistency"]
@@ -35,7 +36,7 @@ DEMO_SEG = ["cam", "cam@jigsaw-consistency"]
 # The full demo's jigsaw-consistency classifier trains for 10 epochs instead of 20 (`wsss run`: the run's classifier
 # epochs), chosen on tune (seed 0, `benchmarks/results/recipes_tune_seed0.txt`): CAM tune mIoU 68.1 after 10
 # epochs vs 67.6 after 20 (and 44.2 after 5).
-DEMO_OPTIONS = {"maps.options.jigsaw.samples": 4, "seg.methods": DEMO_SEG, "seg.ground_truth": False,
+DEMO_OPTIONS = {"maps.options.jigsaw.samples": 4, "seg.methods": DEMO_SEG,
                 "classifiers": {"jigsaw-consistency": {"epochs": 10, "snapshot_epochs": []}}}
 HEADERS = {"classifier": "[1] classifier", "maps": "[2] localization maps", "fuse": "[2] localization maps",
            "amn": "[2b] AMN", "irn": "[2c] IRN", "score": "[3] pseudo-masks and scores", "seg": "[4] segmentation", "report": "[5] report"}
@@ -134,7 +135,8 @@ def demo(out: str | Path, quick: bool = False, device: str = "cpu", force: bool 
     cfg = build_config(data=str(data), quick=quick, device=device, seed=seed)
     epochs = cfg.classifier.epochs
     cfg = cfg.with_updates(**{"maps.methods": QUICK_METHODS if quick else DEMO_METHODS, "channels_last": True,
-                              "classifier.snapshot_epochs": sorted({max(1, round(epochs * q / 4)) for q in (1, 2, 3, 4)})})
+                              "classifier.snapshot_epochs": sorted({max(1, round(epochs * q / 4)) for q in (1, 2, 3, 4)}),
+                              "seg.ground_truth": False})
     cfg = resolved(cfg if quick else cfg.with_updates(**DEMO_OPTIONS))
     # every check before anything is written or deleted: the device, the run folder, the data folder
     resolve_device(cfg.device)
