@@ -22,7 +22,7 @@ QUICK_METHODS = ["cam", "gradcam", "saliency", "jigsaw", "jigsaw-cam", "traj-cam
 #   full demo trains no segmenter on AMN's masks (the weakest of its segmenters: 61.5 vs CAM's 63.9 on seed 0) nor
 #   on the true masks (the fully supervised bound, 83.3; `wsss train-seg --run DIR --masks gt` adds it): with both
 #   it took 15 min 19 s on the idle 2-core CPU, with the true masks' alone 15 min 11 s. The quick demo trains none
-#   on the true masks either (its 20 s took it to 2 min 7 s);
+#   on the true masks either (20 s of its two minutes);
 # - traj-cam (CAM averaged over the classifier's snapshots after each quarter of its training): 61.0, four CAM
 #   passes, the snapshots saved while the classifier trains.
 DEMO_METHODS = ["cam", "gradcam", "saliency", "jigsaw", "jigsaw-cam", "traj-cam", "amn", "cam@jigsaw-consistency"]
