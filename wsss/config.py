@@ -276,6 +276,11 @@ class RunConfig(_Model):
             self.classifier_config(name)
         return self
 
+    def defines_classifier(self, name: str) -> bool:
+        """Whether the config says how classifier ``name`` trains: the run's own (``plain``), a recipe's name, or a
+        ``classifiers`` entry."""
+        return name == "plain" or name in self.classifiers or name in RECIPES
+
     def classifier_config(self, name: str = "plain") -> ClassifierConfig:
         """The config classifier ``name`` trains with: the run's classifier config for ``plain``; for another name
         its ``classifiers`` entry over it (recipe: the name when it is a recipe's), or the recipe of that name.
@@ -284,7 +289,7 @@ class RunConfig(_Model):
             return self.classifier
         if not _NAME.fullmatch(name):
             raise ConfigError(f"classifier name {name!r}: use letters, digits, '-' and '_' only")
-        if name not in self.classifiers and name not in RECIPES:
+        if not self.defines_classifier(name):
             raise ConfigError(f"unknown classifier {name!r}: name a recipe ({', '.join(RECIPES)}), set its "
                               f"classifier.* settings under classifiers.{name} in the config, or train it first "
                               f"(wsss train-cls --run RUN --name {name})")

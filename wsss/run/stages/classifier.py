@@ -3,7 +3,6 @@ recipe of :mod:`wsss.train.recipes` (``wsss train-cls --recipe puzzle`` writes `
 
 from __future__ import annotations
 
-from wsss.config import RECIPES
 from wsss.errors import ConfigError
 from wsss.run.rundir import Run, log, timed
 from wsss.runtime import seed_everything
@@ -28,7 +27,7 @@ def train(run: Run, name: str = "plain", jigsaw_aug: float | None = None, progre
         updates["classifier.recipe"] = recipe
     updates["classifier.name"] = name
     # a name the config knows (a recipe's, a `classifiers` entry) starts from its settings
-    known = name == "plain" or name in run.cfg.classifiers or name in RECIPES
+    known = run.cfg.defines_classifier(name)
     base = run.cfg.model_copy(update={"classifier": run.cfg.classifier_config(name)}) if known else run.cfg
     cfg = base.with_updates(**updates).classifier
     seed_everything(run.cfg.seed)
